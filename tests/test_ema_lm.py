@@ -1,0 +1,159 @@
+"""ema_lm.py: the scan against its definition, causality, parameter counts, checkpoints, errors, a smoke run."""
+import json
+
+import pytest
+import torch
+
+import ema_lm as E
+
+# A model small enough that a training step takes milliseconds; the data is the built-in PTB.
+TINY = ["--n-layer", "2", "--d-model", "32", "--n-head", "2", "--block-size", "32", "--micro-batch", "4",
+        "--batch-tokens", "128", "--warmup-steps", "2", "--eval-tokens", "2048", "--device", "cpu"]
+
+
+def tiny_model(mixer: str, ffn: str = "sparse", seed: int = 0) -> E.SPEN:
+    torch.manual_seed(seed)
+    return E.SPEN(E.ModelConfig(n_layer=2, d_model=32, d_ffn=96, n_head=2, block_size=64, mixer=mixer,
+                                ffn=ffn, vocab_size=100))
+
+
+@pytest.mark.parametrize("T", [1, 63, 64, 65, 1000])
+@pytest.mark.parametrize("chunk", [16, 64, 100])
+def test_chunked_scan_matches_time_loop(T, chunk):
+    x = torch.randn(2, T, 8, requires_grad=True)
+    ref = E.ema_scan_reference(x, E.ALPHAS)
+    out = E.ema_scan(x, E.ALPHAS, chunk_size=chunk)
+    assert out.shape == (2, T, len(E.ALPHAS), 8)
+    assert ((out - ref).norm() / ref.norm()).item() <= 1e-5
+    g = torch.randn_like(ref)
+    (gx_ref,) = torch.autograd.grad(ref, x, g)
+    (gx,) = torch.autograd.grad(out, x, g)
+    assert ((gx - gx_ref).norm() / gx_ref.norm()).item() <= 1e-5
+
+
+def test_reference_follows_the_stated_update():
+    # h_0 = a x_0, h_1 = (1 - a) h_0 + a x_1, for every alpha.
+    x = torch.tensor([[[1.0], [3.0]]])  # (B=1, T=2, D=1)
+    h = E.ema_scan_reference(x, E.ALPHAS)[0, :, :, 0]  # (T, S)
+    for s, a in enumerate(E.ALPHAS):
+        assert h[0, s].item() == pytest.approx(a)
+        assert h[1, s].item() == pytest.approx((1 - a) * a + a * 3)
+
+
+@pytest.mark.parametrize("mixer,ffn", [("ema", "sparse"), ("ema", "dense"), ("attention", "dense"), ("attention", "sparse")])
+def test_no_logit_sees_the_future(mixer, ffn):
+    model = tiny_model(mixer, ffn).eval()
+    idx = torch.randint(0, 100, (1, 40))
+    j = 23
+    changed = idx.clone()
+    changed[0, j] = (idx[0, j] + 1) % 100
+    a, _ = model(idx)
+    b, _ = model(changed)
+    assert torch.equal(a[:, :j], b[:, :j]), "a logit before position j changed when token j changed"
+    assert not torch.allclose(a[:, j:], b[:, j:]), "token j should influence positions >= j"
+
+
+def test_sparse_ffn_keeps_six_percent():
+    cfg = E.ModelConfig(d_model=16, d_ffn=200)
+    ffn = E.FFN(cfg)
+    a = ffn.up(torch.randn(3, 5, 16))
+    kept = (a >= a.topk(ffn.k, dim=-1).values[..., -1:]).sum(-1)
+    assert ffn.k == 12 and bool((kept == 12).all())
+
+
+@pytest.mark.parametrize("mixer,low,high", [("ema", 126e6, 134e6), ("attention", 124e6 * 0.99, 124e6 * 1.01)])
+def test_paper_preset_parameter_counts(mixer, low, high):
+    args = E.get_args(["--preset", "paper", "--mixer", mixer])
+    cfg = E.ModelConfig(n_layer=args.n_layer, d_model=args.d_model, d_ffn=args.d_ffn, n_head=args.n_head,
+                        block_size=args.block_size, mixer=mixer, ffn=args.ffn)
+    with torch.device("meta"):
+        n = E.SPEN(cfg).num_params()
+    assert low <= n <= high, f"{mixer}: {n / 1e6:.2f}M parameters"
+
+
+def test_smoke_run_trains_and_reports(tmp_path):
+    out = E.main(TINY + ["--max-steps", "30", "--eval-interval", "30", "--lr", "1e-2", "--out-dir", str(tmp_path)])
+    for key in ("val_loss", "val_ppl", "params", "tokens_seen", "seconds"):
+        assert key in out
+    losses = [json.loads(line)["train_loss"] for line in open(tmp_path / "metrics.jsonl")]
+    assert sum(losses[-5:]) / 5 < losses[0] - 1.0, f"loss did not fall: {losses[0]:.2f} -> {losses[-5:]}"
+    assert out["tokens_seen"] == 30 * 128
+    assert json.loads((tmp_path / "final.json").read_text())["val_loss"] == out["val_loss"]
+
+
+@pytest.mark.parametrize("mixer", ["ema", "attention"])
+def test_resume_is_exact(tmp_path, mixer):
+    common = TINY + ["--mixer", mixer, "--max-steps", "6", "--eval-interval", "100"]
+    straight = E.main(common + ["--out-dir", str(tmp_path / "a")])
+    E.main(common + ["--out-dir", str(tmp_path / "b"), "--steps-this-run", "3"])
+    resumed = E.main(common + ["--out-dir", str(tmp_path / "b"), "--resume"])
+    assert resumed["step"] == straight["step"] == 6
+    assert resumed["val_loss"] == straight["val_loss"]
+    a = torch.load(tmp_path / "a" / "ckpt.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
+    model = tiny_model("ema")
+    path = tmp_path / "ckpt.pt"
+    E.save_checkpoint(path, dict(model=model.state_dict(), model_config=E.asdict(model.cfg)))
+    assert not path.with_suffix(".tmp").exists()
+    clone = tiny_model("ema", seed=1)
+    clone.load_state_dict(E.load_checkpoint(path, model.cfg)["model"])
+    idx = torch.randint(0, 100, (2, 20))
+    assert torch.equal(model(idx)[0], clone(idx)[0])
+
+
+def test_checkpoint_from_another_config_is_a_clear_error(tmp_path):
+    model = tiny_model("ema")
+    path = tmp_path / "ckpt.pt"
+    E.save_checkpoint(path, dict(model=model.state_dict(), model_config=E.asdict(model.cfg)))
+    other = E.ModelConfig(**{**E.asdict(model.cfg), "d_model": 48})
+    with pytest.raises(ValueError, match="another model config.*d_model"):
+        E.load_checkpoint(path, other)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    args = TINY + ["--max-steps", "6", "--eval-interval", "2", "--out-dir", str(tmp_path)]
+    real_forward = E.SPEN.forward
+    calls = {"n": 0}
+
+    def poisoned(self, idx, targets=None):
+        logits, loss = real_forward(self, idx, targets)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] > 3:  # one micro-batch per step: steps 1-3 are fine, step 4 is not
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(E.SPEN, "forward", poisoned)
+    with pytest.raises(RuntimeError, match="non-finite training loss.*last good checkpoint"):
+        E.main(args)
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 2
+
+
+def test_bad_arguments_are_argparse_errors():
+    for argv in (["--dataset", "imagenet"], ["--preset", "huge"], ["--eval-datasets", "ptb,imagenet"]):
+        with pytest.raises(SystemExit):
+            E.get_args(argv)
+
+
+def test_missing_data_names_the_prepare_command(tmp_path, monkeypatch):
+    import data.common
+    monkeypatch.setattr(data.common, "DATA_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"python data/c4/prepare\.py"):
+        E.main(TINY + ["--dataset", "c4", "--out-dir", str(tmp_path / "run")])
+
+
+def test_scan_in_bfloat16_stays_within_one_percent():
+    x = torch.randn(2, 300, 16)
+    ref = E.ema_scan_reference(x, E.ALPHAS)
+    out = E.ema_scan(x.bfloat16(), E.ALPHAS).float()
+    assert ((out - ref).norm() / ref.norm()).item() <= 1e-2
+
+
+def test_scan_compiles_without_graph_breaks():
+    fn = torch.compile(lambda x: E.ema_scan(x, E.ALPHAS, 16), fullgraph=True, backend="eager")
+    x = torch.randn(1, 40, 4)
+    assert torch.allclose(fn(x), E.ema_scan_reference(x, E.ALPHAS), atol=1e-6)
