@@ -15,9 +15,17 @@ The SPEN block (Figure 1 of the paper; everything not in the figure is our recon
     c_t     = LayerNorm(W_mix [e_t; h_t^1; h_t^2; h_t^3])        context mix: (S+1)D -> D, the "bottleneck"
     x'_t    = x_t + W_down topk_6%(W_up c_t)                    sparse FFN, then the residual add
 
+Four kinds of context (`--mixer`; README "Where the boundary lies", and content_recall.py, which tests them
+on associative recall): "ema" is the block above; "ema-learned" replaces the three constants by S x D learned
+alphas, still independent of the input (S4D / RetNet family); "selective" makes alpha a function of the
+current token, a_t = 0.99 sigmoid(W u_t + b) per trace and channel (a gated linear recurrence, GLA / Mamba
+family, without state expansion); "attention" is GPT-2's block. The predictor, error, mix and FFN are the
+same for the three trace mixers.
+
 Commands:
     python ema_lm.py                                   # small SPEN on Penn Treebank, CPU, ~5 minutes
     python ema_lm.py --mixer attention                 # the same budget with causal self-attention
+    python ema_lm.py --mixer selective                 # or ema-learned: the SPEN block with other traces
     python ema_lm.py --device cuda                     # the same run on a GPU
     python ema_lm.py --device cuda --preset paper --dataset fineweb --eval-datasets c4,wikitext103
 
@@ -49,6 +57,7 @@ from data.common import load_tokens
 
 ROOT = Path(__file__).resolve().parent
 ALPHAS = (0.5, 0.1, 0.02)  # paper, Figure 1: fast, medium, slow; constants, never learned
+MIXERS = ("ema", "ema-learned", "selective", "attention")  # the four kinds of context (README, "Where the boundary lies")
 
 # ----------------------------------------------------------------------------- config / CLI
 
@@ -62,7 +71,7 @@ class ModelConfig:
     ffn_active: float = 0.06  # paper: top-k FFN with 6% of hidden units active
     n_head: int = 12  # attention mixer only (GPT-2 small)
     block_size: int = 1024  # context length; the SPEN itself has no limit, only the attention control
-    mixer: str = "ema"  # "ema" (SPEN block) or "attention" (GPT-2 block)
+    mixer: str = "ema"  # "ema", "ema-learned", "selective" (SPEN block, three kinds of trace) or "attention" (GPT-2)
     ffn: str = "sparse"  # "sparse" (top-k) or "dense"; either mixer, one factor at a time
 
 
@@ -85,11 +94,12 @@ def get_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model size and training budget")
-    p.add_argument("--mixer", choices=["ema", "attention"], default="ema", help="how positions are mixed")
-    p.add_argument("--ffn", choices=["sparse", "dense"], default=None, help="FFN type (default: sparse for ema, dense for attention)")
+    p.add_argument("--mixer", choices=MIXERS, default="ema", help="how positions are mixed: the SPEN block with fixed, "
+                   "learned or input-dependent traces, or causal self-attention")
+    p.add_argument("--ffn", choices=["sparse", "dense"], default=None, help="FFN type (default: sparse for the SPEN mixers, dense for attention)")
     p.add_argument("--n-layer", type=int, default=None, help="blocks (overrides the preset)")
     p.add_argument("--d-model", type=int, default=None, help="model width D (overrides the preset)")
-    p.add_argument("--d-ffn", type=int, default=None, help="FFN hidden width H (default: 3D for ema, 4D for attention)")
+    p.add_argument("--d-ffn", type=int, default=None, help="FFN hidden width H (default: 3D for the SPEN mixers, 4D for attention)")
     p.add_argument("--n-head", type=int, default=None, help="attention heads (overrides the preset)")
     p.add_argument("--block-size", type=int, default=None, help="training context length T (overrides the preset)")
     p.add_argument("--dataset", choices=DATASETS, default="ptb", help="training corpus (data/<name>/train.bin)")
@@ -118,9 +128,9 @@ def get_args(argv=None) -> argparse.Namespace:
         if getattr(args, k) is None:
             setattr(args, k, v)
     if args.ffn is None:
-        args.ffn = "sparse" if args.mixer == "ema" else "dense"
+        args.ffn = "dense" if args.mixer == "attention" else "sparse"
     if args.d_ffn is None:
-        args.d_ffn = (3 if args.mixer == "ema" else 4) * args.d_model
+        args.d_ffn = (4 if args.mixer == "attention" else 3) * args.d_model
     args.eval_datasets = [d for d in args.eval_datasets.split(",") if d]
     for d in args.eval_datasets:
         if d not in DATASETS:
@@ -177,6 +187,25 @@ def ema_scan_reference(x: torch.Tensor, alphas) -> torch.Tensor:
     return torch.stack(out, 1).to(x.dtype)  # (B, T, S, D)
 
 
+@torch.compiler.assume_constant_result
+def ema_decay_matrices(alphas: tuple, C: int, N: int, device: torch.device):
+    """The constant weights of ema_scan, in float32. torch.compile calls this once at trace time and
+    bakes the results into the graph as constants (tracing their construction instead trips an inductor
+    bug in torch 2.11 on CUDA, "The argument '-((0))' is not comparable")."""
+    S = len(alphas)
+    a = torch.tensor(alphas, dtype=torch.float32, device=device)  # (S,)
+    lam = 1 - a
+    i = torch.arange(C, device=device, dtype=torch.float32)
+    dij = i[:, None] - i[None, :]  # (C, C): i - j
+    W = a[:, None, None] * lam[:, None, None] ** dij.clamp(min=0) * (dij >= 0)  # (S, C, C)
+    n = torch.arange(N, device=device, dtype=torch.float32)
+    dnm = n[:, None] - 1 - n[None, :]  # (N, N): n - 1 - m
+    A = lam[:, None, None] ** (C * dnm.clamp(min=0)) * (dnm >= 0)  # (S, N, N)
+    M_in = W.permute(1, 0, 2).reshape(C * S, C)  # row (i, s), column j
+    M_carry = torch.diag_embed(lam[None, :] ** (i[:, None] + 1)).reshape(C * S, S)  # row (i, s), column s'
+    return W[:, -1, :].contiguous(), A, torch.cat([M_in, M_carry], 1)  # (S, C), (S, N, N), (C*S, C+S)
+
+
 def ema_scan(x: torch.Tensor, alphas, chunk_size: int = 64) -> torch.Tensor:
     """The same traces as ema_scan_reference, in three matrix products instead of T sequential steps.
 
@@ -191,22 +220,120 @@ def ema_scan(x: torch.Tensor, alphas, chunk_size: int = 64) -> torch.Tensor:
     B, T, D = x.shape
     S, C = len(alphas), chunk_size
     N = -(-T // C)  # chunks
-    xc = F.pad(x, (0, 0, 0, N * C - T)).view(B, N, C, D)
-    a = torch.tensor(alphas, dtype=torch.float32, device=x.device)  # (S,)
-    lam = 1 - a
-    i = torch.arange(C, device=x.device)
-    dij = i[:, None] - i[None, :]  # (C, C): i - j
-    W = a[:, None, None] * lam[:, None, None] ** dij.clamp(min=0) * (dij >= 0)  # (S, C, C)
-    own = torch.einsum("sj,bnjd->bnsd", W[:, -1, :].to(x.dtype), xc)  # (B, N, S, D)
-    n = torch.arange(N, device=x.device)
-    dnm = n[:, None] - 1 - n[None, :]  # (N, N): n - 1 - m
-    A = lam[:, None, None] ** (C * dnm.clamp(min=0)) * (dnm >= 0)  # (S, N, N)
+    if N * C != T:
+        x = F.pad(x, (0, 0, 0, N * C - T))
+    xc = x.view(B, N, C, D)
+    w_last, A, M = ema_decay_matrices(tuple(alphas), C, N, x.device)
+    own = torch.einsum("sj,bnjd->bnsd", w_last.to(x.dtype), xc)  # (B, N, S, D)
     carry = torch.einsum("snm,bmsd->bnsd", A.to(x.dtype), own)  # (B, N, S, D): trace before chunk n
-    M_in = W.permute(1, 0, 2).reshape(C * S, C)  # row (i, s), column j
-    M_carry = torch.diag_embed(lam[None, :] ** (i[:, None] + 1)).reshape(C * S, S)  # row (i, s), column s'
-    M = torch.cat([M_in, M_carry], 1).to(x.dtype)  # (C*S, C+S)
-    h = M @ torch.cat([xc, carry], 2)  # (B, N, C*S, D)
+    h = M.to(x.dtype) @ torch.cat([xc, carry], 2)  # (B, N, C*S, D)
     return h.view(B, N * C, S, D)[:, :T]  # (B, T, S, D)
+
+
+# ----------------------------------------------------------------------------- model: learned and selective traces
+# The same trace update with alpha free to vary per trace and channel (ema-learned) and, in addition, per
+# position as a function of the current token (selective). alpha = ALPHA_MAX * sigmoid(z): the cap keeps the
+# per-step decay 1 - alpha >= 0.01, which is what makes the chunked scan below safe in float32.
+ALPHA_MAX = 0.99
+
+
+def gated_scan_reference(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The definition, one step at a time: h_t = (1 - a_t) h_{t-1} + a_t x_t, a_t = ALPHA_MAX sigmoid(z_t),
+    h_{-1} = 0. x: (B, T, D); z: (B, T, S, D), or (1, 1, S, D) for decays constant in time -> (B, T, S, D),
+    computed in float32."""
+    B, T, D = x.shape
+    a = (ALPHA_MAX * torch.sigmoid(z.float())).expand(B, T, *z.shape[2:])  # (B, T, S, D)
+    h = x.new_zeros(B, *z.shape[2:], dtype=torch.float32)  # (B, S, D)
+    out = []
+    for t in range(T):
+        h = (1 - a[:, t]) * h + a[:, t] * x[:, t, None, :].float()
+        out.append(h)
+    return torch.stack(out, 1).to(x.dtype)  # (B, T, S, D)
+
+
+def gated_scan(x: torch.Tensor, z: torch.Tensor, chunk_size: int = 16) -> torch.Tensor:
+    """The same traces as gated_scan_reference, chunked like ema_scan but with a decay per position.
+
+    Write v_t = a_t x_t and L_i = sum over the chunk, up to and including i, of log(1 - a). Inside a chunk
+    with carried state c (the trace just before the chunk):
+        h_i = sum_{j<=i} exp(L_i - L_j) v_j  +  exp(L_i) c  =  exp(L_i) cumsum_j(exp(-L_j) v_j)  +  exp(L_i) c
+    The cumsum form needs exp(-L_j) to stay finite: with 1 - a >= 0.01 (ALPHA_MAX) and 16 positions per
+    chunk, -L_j <= 16 ln(100) = 74 < 88, the float32 limit, so it cannot overflow. Across chunks the state is
+    carried in a loop of T/C steps (every exponent there is <= 0). All of it runs in float32, autocast or not."""
+    if chunk_size * -math.log(1 - ALPHA_MAX) >= 88:
+        raise ValueError(f"chunk_size {chunk_size} could overflow float32 in gated_scan; use 16 or fewer")
+    with torch.autocast(x.device.type, enabled=False):
+        B, T, D = x.shape
+        Bz, Tz, S, _ = z.shape  # Tz is T (selective) or 1 (ema-learned: decays constant in time)
+        C = chunk_size
+        N = -(-T // C)  # chunks
+        pad = N * C - T  # padded positions come after T, so nothing at t < T sees them
+        a = ALPHA_MAX * torch.sigmoid(z.float())  # (Bz, Tz, S, D)
+        v = F.pad(a * x.float()[:, :, None, :], (0, 0, 0, 0, 0, pad)).view(B, N, C, S, D)
+        log_lam = torch.log1p(-a)  # log(1 - a), between ln(0.01) and 0
+        if Tz == 1:  # the same L for every chunk: L_i = (i + 1) log(1 - a)
+            L = torch.arange(1, C + 1, device=x.device).view(1, 1, C, 1, 1) * log_lam[:, :, None]  # (Bz, 1, C, S, D)
+        else:
+            L = F.pad(log_lam, (0, 0, 0, 0, 0, pad)).view(B, N, C, S, D).cumsum(2)  # (B, N, C, S, D)
+        local = L.exp() * (v * (-L).exp()).cumsum(2)  # (B, N, C, S, D): each chunk from a zero state
+        chunk_decay = L[:, :, -1].exp().expand(Bz, N, S, D)  # decay across a whole chunk
+        carry = [local.new_zeros(B, S, D)]
+        for n in range(1, N):
+            carry.append(chunk_decay[:, n - 1] * carry[-1] + local[:, n - 1, -1])
+        h = local + L.exp() * torch.stack(carry, 1)[:, :, None]  # (B, N, C, S, D)
+        return h.view(B, N * C, S, D)[:, :T].to(x.dtype)  # (B, T, S, D)
+
+
+def initial_alpha_logits(S: int, D: int) -> torch.Tensor:
+    """(S, D) logits z of alphas log-spaced from 0.9 to 0.001: trace 0 covers the fastest third (0.9-0.1),
+    trace 2 the slowest (0.01-0.001), so each band holds (or borders) the paper's constant for that trace."""
+    a = torch.logspace(math.log10(0.9), math.log10(0.001), S * D).view(S, D)
+    return torch.logit(a / ALPHA_MAX)
+
+
+class FixedTraces(nn.Module):
+    """ema: the paper's three traces with constant alphas (ALPHAS). No parameters, no dependence on x."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+
+    def forward(self, u):  # (B, T, D) -> (B, T, S, D)
+        return ema_scan(u, ALPHAS)
+
+
+class LearnedTraces(nn.Module):
+    """ema-learned: S traces per channel, each channel with its own learned alpha (S x D decays instead of
+    3), constant in time and independent of the input: the S4D / RetNet family of fixed learned filters."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.S, self.D = len(ALPHAS), cfg.d_model
+        # Stored flat (1-D) so that make_optimizer, which decays only matrices, does not pull alpha to 0.5.
+        self.alpha_logit = nn.Parameter(initial_alpha_logits(self.S, self.D).flatten())
+
+    def forward(self, u):  # (B, T, D) -> (B, T, S, D)
+        return gated_scan(u, self.alpha_logit.view(1, 1, self.S, self.D))
+
+
+class SelectiveTraces(nn.Module):
+    """selective: alpha_t = sigmoid(W u_t + b), per trace and channel, a function of the current token. It is
+    at once the input gate (how much of u_t is written) and one minus the decay (how much is kept), as in the
+    EMA itself, HGRN and minGRU (Mamba ties them through its step size). alpha_t near 0 skips a token and
+    keeps the memory; near 1 overwrites it. A minimal gated linear recurrence without state expansion."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.S, self.D = len(ALPHAS), cfg.d_model
+        self.gate = nn.Linear(self.D, self.S * self.D)  # SPEN._init draws the weight with std 0.02
+        with torch.no_grad():  # start where ema-learned starts; the weights make it depend on the token
+            self.gate.bias.copy_(initial_alpha_logits(self.S, self.D).flatten())
+
+    def forward(self, u):  # (B, T, D) -> (B, T, S, D)
+        B, T, D = u.shape
+        return gated_scan(u, self.gate(u).view(B, T, self.S, D))
+
+
+TRACES = {"ema": FixedTraces, "ema-learned": LearnedTraces, "selective": SelectiveTraces}
 
 
 # ----------------------------------------------------------------------------- model: blocks
@@ -231,11 +358,13 @@ class FFN(nn.Module):
 
 
 class SPENBlock(nn.Module):
-    """Fixed-decay traces -> linear predictor -> prediction error -> context mix -> FFN -> residual."""
+    """Traces -> linear predictor -> prediction error -> context mix -> FFN -> residual. The traces are the
+    paper's fixed EMAs (mixer "ema"), learned constant decays or input-dependent ones; nothing else changes."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         D, S = cfg.d_model, len(ALPHAS)
+        self.traces = TRACES[cfg.mixer](cfg)  # first in reading order; "ema" has no parameters, so its init is unchanged
         self.ln_in = nn.LayerNorm(D, bias=False)
         self.pred = nn.Linear(S * D, D, bias=False)
         self.mix = nn.Linear((S + 1) * D, D, bias=False)
@@ -245,7 +374,7 @@ class SPENBlock(nn.Module):
     def forward(self, x):
         B, T, D = x.shape
         u = self.ln_in(x)
-        h = ema_scan(u, ALPHAS)  # (B, T, S, D): traces up to and including t
+        h = self.traces(u)  # (B, T, S, D): traces up to and including t
         h_past = F.pad(h, (0, 0, 0, 0, 1, 0))[:, :T]  # (B, T, S, D): traces up to t-1, zeros at t=0
         err = u - self.pred(h_past.flatten(2))  # (B, T, D): what the past did not predict
         c = self.ln_mix(self.mix(torch.cat([err, h.flatten(2)], -1)))  # (B, T, D)
@@ -282,7 +411,9 @@ class SPEN(nn.Module):
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.block_size, cfg.d_model) if cfg.mixer == "attention" else None
-        Block = SPENBlock if cfg.mixer == "ema" else AttentionBlock
+        if cfg.mixer not in MIXERS:
+            raise ValueError(f"unknown mixer {cfg.mixer!r}; choose from {', '.join(MIXERS)}")
+        Block = AttentionBlock if cfg.mixer == "attention" else SPENBlock
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model, bias=False)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
@@ -406,6 +537,23 @@ def run_info(device: str) -> dict:
                 cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads(), commit=commit)
 
 
+def compiled_or_eager(model: SPEN, batch: int, device: str, autocast) -> nn.Module:
+    """torch.compile(model), tried once on a dummy batch (forward and backward, so both graphs are built);
+    if the compiler fails on this torch/GPU, say so and train eagerly rather than not at all."""
+    compiled = torch.compile(model)
+    try:
+        idx = torch.zeros(batch, model.cfg.block_size, dtype=torch.long, device=device)
+        with autocast:
+            _, loss = compiled(idx, idx)
+        loss.backward()
+    except Exception as err:  # noqa: BLE001 - any compiler failure; the message is printed
+        print(f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+              "training without it (pass --no-compile to skip the attempt)")
+        compiled = model
+    model.zero_grad(set_to_none=True)
+    return compiled
+
+
 def main(argv=None) -> dict:
     args = get_args(argv)
     device = pick_device(args.device)
@@ -443,7 +591,7 @@ def main(argv=None) -> dict:
         gen.set_state(ckpt["data_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
         step, tokens_seen, seconds = ckpt["step"], ckpt["tokens_seen"], ckpt["seconds"]
-    train_model = torch.compile(model) if compile_model else model
+    train_model = compiled_or_eager(model, args.micro_batch, device, autocast) if compile_model else model
     accum = args.batch_tokens // (args.micro_batch * cfg.block_size)
     n_params = model.num_params()
     peak_flops = 989e12 if device == "cuda" else None  # H100/H200 dense bf16 datasheet; MFU on GPU only

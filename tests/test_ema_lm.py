@@ -157,3 +157,16 @@ def test_scan_compiles_without_graph_breaks():
     fn = torch.compile(lambda x: E.ema_scan(x, E.ALPHAS, 16), fullgraph=True, backend="eager")
     x = torch.randn(1, 40, 4)
     assert torch.allclose(fn(x), E.ema_scan_reference(x, E.ALPHAS), atol=1e-6)
+
+
+def test_a_failing_compiler_falls_back_to_eager(monkeypatch, capsys):
+    def broken_compile(model):
+        def fail(*args, **kwargs):
+            raise RuntimeError("inductor exploded")
+        return fail
+
+    monkeypatch.setattr(E.torch, "compile", broken_compile)
+    model = tiny_model("ema")
+    assert E.compiled_or_eager(model, 2, "cpu", E.nullcontext()) is model
+    assert "torch.compile failed (RuntimeError: inductor exploded)" in capsys.readouterr().out
+    assert all(p.grad is None for p in model.parameters())
