@@ -1,92 +1,88 @@
 """Grammatical roles with zero labels: a Hebbian predictive-coding network over multi-timescale EMA traces.
 
-Hypothesis. The paper (arXiv 2604.08556) reports that an unsupervised Hebbian network whose only context
-is EMA traces (alpha 0.5, 0.1, 0.02) assigns grammatical roles at 96% of a supervised BiGRU's accuracy,
-with zero labels, and beats the BiGRU on structure-dependent roles (held-out: within A 96, transfer B
-61.8, deep 84). This script builds such a network on the benchmark of data/roles/prepare.py and scores
-it against bigru_baseline.py (runs/bigru/results.json), with the same splits and the same metric code.
+Hypothesis. The paper (arXiv 2604.08556) reports that an unsupervised Hebbian network whose only context is EMA
+traces (alpha 0.5, 0.1, 0.02) assigns grammatical roles at 96% of a supervised BiGRU's accuracy, with zero labels,
+and beats the BiGRU on structure-dependent roles (held-out: within A 96, transfer B 61.8, deep 84). This script
+builds such a network on the benchmark of data/roles/prepare.py and scores it against bigru_baseline.py
+(runs/bigru/results.json), with the same splits and the same metric code.
 
-What changes relative to bigru_baseline.py. No labels during training and no backpropagation at all:
-the model reads token ids only, settles latent states by iterative inference and learns by local Hebbian
-rules. Role labels enter only the read-out, which is fitted on train_a alone (its first 5000 sentences,
-~43k tokens, to save CPU time): k-means (k-means++ seeding, 3 restarts, lowest inertia) with K = 7
-clusters on the frozen, unit-length per-token states, then the one-to-one cluster -> role assignment
-that maximises train_a accuracy (exact, brute force over 7! permutations), applied unchanged to dev_a and
-the test splits.
-Secondary read-outs: many-to-one with K = 14 clusters (each cluster -> its majority train_a role), and a
-linear probe (softmax regression trained on train_a *labels* over the frozen states: a supervised
-upper bound on what the states hold linearly, not a zero-label number).
+What changes relative to bigru_baseline.py. No labels during training and no backpropagation at all: the model
+reads token ids only, settles latent states by iterative inference and learns by local Hebbian rules. Role labels
+enter only the read-out, fitted on train_a's frozen states and applied unchanged to dev_a and the test splits:
+K = 7 k-means clusters mapped one-to-one to the 7 roles (the bijection with the best train_a accuracy). Secondary
+read-outs: many-to-one with K = 14 clusters (each cluster -> its majority train_a role), and a linear probe
+trained on train_a *labels* (a supervised upper bound on what the states hold linearly, not a zero-label number).
 
 The model (the paper gives only the constants; the equations are ours). Per token t of a sentence:
-  x_t      = code of the word, fixed while the SPCN learns. --codes random: an N(0, 1) vector per word
-           type (D dims). --codes learned (default, chosen on dev_a): each word's code is the mean, over its
-           train_a occurrences, of the fast traces (a = 0.5) of the random codes of its neighbours before
-           and after it (2D dims, standardised) -- what the local rule code_w += (c_t - code_w) / n_w reaches
-           in one pass -- so words with similar neighbours (determiners, verbs, animate nouns) get similar
-           codes. Neither kind ever receives a gradient or a label.
-  traces   h_t^s = (1 - a_s) h_{t-1}^s + a_s x_t, h_{-1} = 0, a_s in ALPHAS, the same chunked scan as
-           ema_lm.py. The context c_t stacks, per timescale, the left traces h_{t-1}^s (words before t)
-           and, with --direction both, the same traces run over the reversed sentence (words after t).
-           Each trace is divided by 1 - (1 - a_s)^n (n = words it has seen), so every timescale is a
-           weighted *mean* of its words: otherwise the slow trace (a = 0.02) is 50x smaller than the fast
-           one after one word and its errors would sit at the precision clamp.
+  x_t      = code of the word, fixed while the SPCN learns. --codes random: an N(0, 1) vector per word type
+           (D dims). --codes learned (default, chosen on dev_a): each word's code is the mean, over its train_a
+           occurrences, of the fast traces (a = 0.5) of the random codes of its neighbours before and after it
+           (2D dims, standardised) -- what the local rule code_w += (c_t - code_w) / n_w (a Hebbian delta rule,
+           rate 1/n) reaches in one pass -- so words with similar neighbours (determiners, verbs, animate nouns)
+           get similar codes. Neither kind ever receives a gradient or a label.
+  traces   h_t^s = (1 - a_s) h_{t-1}^s + a_s x_t, h_{-1} = 0, a_s in ALPHAS, the same chunked scan as ema_lm.py.
+           The context c_t stacks, per timescale, the left traces h_{t-1}^s (words before t) and, with
+           --direction both, the same traces run over the reversed sentence (words after t). Each trace is
+           divided by 1 - (1 - a_s)^n (n = words it has seen), so every timescale is a weighted *mean* of its
+           words: otherwise the slow trace (a = 0.02) is 50x smaller than the fast one after one word and its
+           errors would sit at the precision clamp.
   latent   z_t >= 0, H units, found by settling (iterative inference) on the energy
      E(z) = alpha/2 sum_i pi^x_i (x_t - W_x z)_i^2          input prediction error  (alpha = 1.0)
           + beta /2 sum_k pi^c_k (c_t - W_c z)_k^2          context prediction error (beta = 0.5)
           + gamma/2 ||z - mu_t||^2                          temporal prior from SPA  (gamma = 0.3)
           + lambda sum_j z_j                                optional sparsity (lambda = 0 by default)
-     W_fb = [W_x; W_c] are the feedback (top-down) weights: the latent explains both the current word
-     and its trace context, so tokens whose words *and* contexts agree fall on similar latents, which is
-     what a role is. alpha > beta because the word is the strongest single cue; beta > gamma because
-     the prior is a guess from memory and should bend, not fix, the state.
-     Settling is projected gradient descent, z <- max(0, z - grad E / L), from z = 0, for settle_steps
-     steps; L = lambda_max(alpha W_x^T P_x W_x + beta W_c^T P_c W_c) + gamma is the Lipschitz constant
-     of grad E, which makes every step lower E (proximal gradient with step 1/L on a convex energy).
+     W_fb = [W_x; W_c] are the feedback (top-down) weights: the latent explains both the current word and its
+     trace context, so tokens whose words *and* contexts agree fall on similar latents, which is what a role is.
+     alpha > beta because the word is the strongest single cue; beta > gamma because the prior is a guess from
+     memory and should bend, not fix, the state.
+     Settling is projected gradient descent, z <- max(0, z - grad E / L), from z = 0, for settle_steps steps;
+     L = lambda_max(alpha W_x^T P_x W_x + beta W_c^T P_c W_c) + gamma is the Lipschitz constant of grad E, which
+     makes every step lower E (proximal gradient with step 1/L on a convex energy).
   SPA      mu_t = W_spa a_t, a_t = sum over the top 4 (by score) of the 8 most recent latents z_j of the
            sentence, softmax(score_j) z_j, score_j = z_j . q_t / sqrt(H), q_t = relu(W_fb^T P [alpha x_t;
-           beta c_t]) the bottom-up drive (fixed during settling, so E stays convex in z). The SPA is a
-           second path from earlier words besides the traces; --no_spa removes it (mu_t = 0).
+           beta c_t]) the bottom-up drive (fixed during settling, so E stays convex in z). The SPA is a second
+           path from earlier words besides the traces; --no_spa removes it (mu_t = 0).
   precision pi = 1 / running variance of each error dimension (EMA over batches, rate 0.05), clamped to
            [0.1, 10]; units whose errors are large count less.
   learning after each batch, with the settled z (mean over the batch's tokens, eta = 0.01, decay 0.001):
            W_x  += eta * (alpha pi^x * e_x) z^T - 0.001 W_x      (= -eta dE/dW_x: error times activity)
            W_c  += eta * (beta  pi^c * e_c) z^T - 0.001 W_c
            W_spa+= eta * (gamma (z - mu))  a^T  - 0.001 W_spa
-  No gradient from any label, no backpropagation through time: every update is a product of a local
-  error and a local activity.
+  No gradient from any label, no backpropagation through time: every update is a product of a local error and
+  a local activity.
 
 Commands.
   CPU (the reported run):  OMP_NUM_THREADS=1 python hebbian_roles.py        (3 seeds + 3 ablations, table)
   Tuning (dev_a only):     OMP_NUM_THREADS=1 python hebbian_roles.py --dev_only --seeds 0 --ablations none ...
   GPU:                     not supported and not needed (the model is tiny); --device is absent on purpose.
   Tests:                   OMP_NUM_THREADS=1 python -m pytest -q tests/test_hebbian_roles.py
-Results go to runs/hebbian/results.json and runs/hebbian/metrics.jsonl.
+  Output:                  runs/hebbian/results.json and runs/hebbian/metrics.jsonl (--out_dir).
 
-Measured (seeds 0, 1, 2, mean +- std; CPU "Intel(R) Xeon(R) Processor", 2 cores shared with other jobs,
-1 thread; the default command: 1053 s wall but 143 s of CPU time, so about 2.5 min on a quiet machine).
-Token accuracy in %, one-to-one read-out (K = 7), then structure-dependent tokens, many-to-one (K = 14),
-linear probe (uses labels), and the BiGRU (runs/bigru/results.json):
+Measured (seeds 0, 1, 2, mean +- std; CPU "Intel(R) Xeon(R) Processor", 2 cores shared with other jobs, 1 thread;
+the default command: 1053 s wall but 143 s of CPU time, so about 2.5 min on a quiet machine). Token accuracy in
+%: one-to-one read-out (K = 7), its structure-dependent tokens, many-to-one (K = 14), linear probe (uses labels),
+and the BiGRU (runs/bigru/results.json):
   split      1:1           sd            M:1          probe        BiGRU        BiGRU sd     paper
   dev_a      54.3 +- 14.8  61.6 +- 3.1   82.3 +- 3.1  98.0 +- 0.0  100.0        100.0        -
   test_a     49.3 +- 9.3   42.0 +- 14.5  76.9 +- 3.4  83.5 +- 0.2  99.9 +- 0.1  99.6 +- 0.6  96
   test_b     46.7 +- 14.7  54.5 +- 4.0   79.5 +- 2.9  90.3 +- 3.7  92.6 +- 2.7  70.7 +- 8.4  61.8
   test_deep  51.3 +- 12.7  72.0 +- 1.7   86.7 +- 3.5  98.1 +- 0.1  98.3 +- 0.3  92.1 +- 1.4  84
-Ratio to the BiGRU on test_a: 0.49 (paper 0.96): NOT reproduced. The 1:1 read-out is the bottleneck:
-FUNCTION (45% of tokens, 9+ word classes) takes several of the 7 clusters, all nouns tend to share one
-cluster (mapped to AGENT, so AGENT "beats" the BiGRU on test_b/test_deep only because PATIENT is lost), and
-the seed-to-seed spread comes from which clusters k-means forms. The states do hold most roles linearly
-(probe 98 on dev_a), but the held-out swaps of test_a stay hard (probe sd 32). Ablations (1:1 test_a,
-sd): current word only 54.6 / 19.0, one timescale 50.1 / 20.3, no SPA 51.7 / 34.8: traces raise the
-structure-dependent score and cost overall 1:1 accuracy, because they make the clustering less lexical.
+Ratio to the BiGRU on test_a: 0.49 (paper 0.96): NOT reproduced. The 1:1 read-out is the bottleneck: FUNCTION
+(45% of tokens, 9+ word classes) takes several of the 7 clusters, all nouns tend to share one cluster (mapped to
+AGENT, so AGENT "beats" the BiGRU on test_b/test_deep only because PATIENT is lost), and the seed-to-seed spread
+comes from which clusters k-means forms. The states do hold most roles linearly (probe 98 on dev_a), but the
+held-out swaps of test_a stay hard (probe sd 32). Ablations (1:1 test_a, sd): current word only 54.6 / 19.0, one
+timescale 50.1 / 20.3, no SPA 51.7 / 34.8: traces raise the structure-dependent score and cost overall 1:1
+accuracy, because they make the clustering less lexical.
 
-Tuning (dev_a only, seed 0, 1:1 accuracy; the BiGRU got 1 configuration, its appendix one, and early
-stopping on dev_a): 3 configurations, so MORE tuning than the BiGRU, listed in the README with every
-run. Chosen: learned codes, forward traces (49.1 on dev_a with 5000 training sentences).
+Tuning (dev_a only, seed 0, 1:1 accuracy): 3 configurations, listed in the README with every run, so MORE tuning
+than the BiGRU (1 configuration, its appendix one, and early stopping on dev_a). Chosen: learned codes, forward
+traces (49.1 on dev_a with 5000 training sentences).
 
-Glossary. B sentences in a batch, T longest sentence, D code width, S timescales, Dc context width
-(S*D, or 2*S*D with --direction both), H latent units, K clusters, N tokens of a split, W SPA window.
-"sd" = structure-dependent token (see bigru_baseline.py). Paper symbols: alpha, beta, gamma (settling
-weights), pi (precision), W_fb (feedback weights).
+Glossary. B sentences in a batch, T longest sentence, D code width, S timescales, Dc context width (S*D, or
+2*S*D with --direction both), H latent units, K clusters, N tokens of a split, W SPA window. "sd" =
+structure-dependent token (see bigru_baseline.py). Paper symbols: alpha, beta, gamma (settling weights), pi
+(precision), W_fb (feedback weights).
 """
 # ---------------------------------------------------------------- imports
 from __future__ import annotations
@@ -183,12 +179,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    return Config(codes=args.codes, code_dim=args.code_dim, hidden=args.hidden,
-                  alphas=tuple(float(a) for a in args.alphas.split(",")), direction=args.direction,
-                  w_input=args.w_input, w_context=args.w_context, w_prior=args.w_prior, sparsity=args.sparsity,
-                  settle_steps=args.settle_steps, lr=args.lr, weight_decay=args.weight_decay,
-                  use_spa=not (args.no_spa or args.no_traces), use_traces=not args.no_traces,
-                  epochs=args.epochs, batch_size=args.batch_size, cluster_norm=not args.no_cluster_norm)
+    same = {k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__ and k != "alphas"}  # same names
+    return Config(**same, alphas=tuple(float(a) for a in args.alphas.split(",")), cluster_norm=not args.no_cluster_norm,
+                  use_spa=not (args.no_spa or args.no_traces), use_traces=not args.no_traces)
 
 
 ABLATIONS = {  # name -> what changes; each is also reachable with the flags of the same name
@@ -297,18 +290,21 @@ def summarise_seeds(per_seed: list[dict]) -> dict:
     return first
 # ---- end of shared role-task code ----
 
-def encode(sentences: list[dict], word_index: dict[str, int]) -> list[torch.Tensor]:
+def encode(sentences: list[dict], vocabulary: list[str]) -> list[torch.Tensor]:
     """Word ids per sentence (0 is padding). Only the tokens are read: no role label reaches training."""
+    word_index = {w: i + 1 for i, w in enumerate(vocabulary)}
     return [torch.tensor([word_index[w] for w in s["tokens"]]) for s in sentences]
 
 
-def batches(n_sent: list[int], batch_size: int, gen: torch.Generator | None) -> list[list[int]]:
-    """Sentence indices grouped by length (little padding); batch order shuffled when gen is given."""
-    order = sorted(range(len(n_sent)), key=lambda i: n_sent[i])
+def batches(data: list[torch.Tensor], batch_size: int, gen: torch.Generator | None) -> list[tuple]:
+    """(sentence indices, ids (B, T) zero-padded, lengths (B,)) per batch. Sentences are grouped by length
+    (little padding); batch order is shuffled when gen is given."""
+    order = sorted(range(len(data)), key=lambda i: len(data[i]))
     groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     if gen is not None:
         groups = [groups[j] for j in torch.randperm(len(groups), generator=gen).tolist()]
-    return groups
+    return [(g, nn.utils.rnn.pad_sequence([data[i] for i in g], batch_first=True),
+             torch.tensor([len(data[i]) for i in g])) for g in groups]
 
 
 # ---------------------------------------------------------------- model: the EMA scan (copied from ema_lm.py)
@@ -394,11 +390,8 @@ def context_traces(x: torch.Tensor, lengths: torch.Tensor, cfg: Config) -> torch
 
 # ---------------------------------------------------------------- model: word codes
 def word_codes(data: list[torch.Tensor], vocab_size: int, cfg: Config, seed: int) -> torch.Tensor:
-    """(V, D) codes; row 0 (padding) is 0. "random": N(0, 1) entries, fixed. "learned": each word's code
-    is the mean, over its train_a occurrences, of the fast traces (a = 0.5) of the random codes of the
-    words before and after it, standardised per dimension. That mean is what the local rule
-    code_w += (c_t - code_w) / n_w (a Hebbian delta rule with the word's own unit as presynaptic activity
-    and a 1/n rate) reaches after one pass; it places words with similar neighbours near each other."""
+    """(V, D) codes, row 0 (padding) is 0: N(0, 1) entries for "random"; for "learned" the x_t of the
+    module docstring, the mean fast context of each word's occurrences, standardised per dimension."""
     g = torch.Generator().manual_seed(seed)
     codes = torch.randn(vocab_size, cfg.code_dim, generator=g)
     codes[0] = 0
@@ -406,9 +399,7 @@ def word_codes(data: list[torch.Tensor], vocab_size: int, cfg: Config, seed: int
         return codes
     fast = replace(cfg, alphas=(0.5,), direction="both", use_traces=True)
     sums, counts = torch.zeros(vocab_size, 2 * cfg.code_dim), torch.zeros(vocab_size)
-    for group in batches([len(s) for s in data], 512, None):
-        ids = nn.utils.rnn.pad_sequence([data[i] for i in group], batch_first=True)  # (B, T)
-        lengths = torch.tensor([len(data[i]) for i in group])
+    for _, ids, lengths in batches(data, 512, None):
         c = context_traces(codes[ids], lengths, fast)  # (B, T, 2D)
         sums.index_add_(0, ids.reshape(-1), c.reshape(-1, c.shape[-1]))
         counts.index_add_(0, ids.reshape(-1), torch.ones(ids.numel()))
@@ -435,10 +426,8 @@ class SPCN(nn.Module):
         self.register_buffer("var_x", torch.ones(D))
         self.register_buffer("var_c", torch.ones(Dc))
 
-    def precisions(self) -> tuple[torch.Tensor, torch.Tensor]:
-        c = self.cfg
-        return ((1 / self.var_x).clamp(c.precision_min, c.precision_max),
-                (1 / self.var_c).clamp(c.precision_min, c.precision_max))
+    def precisions(self) -> tuple[torch.Tensor, torch.Tensor]:  # (pi^x (D,), pi^c (Dc,)), clamped
+        return tuple((1 / v).clamp(self.cfg.precision_min, self.cfg.precision_max) for v in (self.var_x, self.var_c))
 
     def lipschitz(self) -> float:
         c, (px, pc) = self.cfg, self.precisions()
@@ -461,9 +450,8 @@ def settle(model: SPCN, x: torch.Tensor, c: torch.Tensor, mu: torch.Tensor, L: f
     cfg, (px, pc) = model.cfg, model.precisions()
     z = torch.zeros_like(mu)
     drive = (cfg.w_input * px * x) @ model.W_x + (cfg.w_context * pc * c) @ model.W_c  # (B, H): W_fb^T P [x; c]
-    Gx = model.W_x.T @ (cfg.w_input * px[:, None] * model.W_x)  # (H, H)
-    Gc = model.W_c.T @ (cfg.w_context * pc[:, None] * model.W_c)
-    G = Gx + Gc
+    G = (model.W_x.T @ (cfg.w_input * px[:, None] * model.W_x)  # (H, H): the curvature of E
+         + model.W_c.T @ (cfg.w_context * pc[:, None] * model.W_c))
     energies = [energy(model, z, x, c, mu)] if record else []
     for _ in range(cfg.settle_steps):
         grad = z @ G - drive + cfg.w_prior * (z - mu) + cfg.sparsity  # dE/dz, (B, H)
@@ -475,10 +463,8 @@ def settle(model: SPCN, x: torch.Tensor, c: torch.Tensor, mu: torch.Tensor, L: f
 
 def spa_prior(model: SPCN, buffer: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sparse attention over the latents of the last W positions: buffer (B, W, H), query (B, H) ->
-    (mu (B, H), attended a (B, H)). Keeps the top k scores; an empty buffer gives zeros."""
+    (mu (B, H), attended a (B, H)). Keeps the top k scores (an empty buffer would give zeros)."""
     B, W, H = buffer.shape
-    if W == 0:
-        return query.new_zeros(B, H), query.new_zeros(B, H)
     scores = (buffer @ query[:, :, None]).squeeze(2) / math.sqrt(H)  # (B, W)
     top, idx = scores.topk(min(model.cfg.spa_topk, W), dim=1)  # (B, k)
     w = torch.softmax(top, dim=1)
@@ -489,9 +475,8 @@ def spa_prior(model: SPCN, buffer: torch.Tensor, query: torch.Tensor) -> tuple[t
 def run_batch(model: SPCN, ids: torch.Tensor, lengths: torch.Tensor, learn: bool) -> tuple[torch.Tensor, dict]:
     """Settle every token of a batch of sentences, left to right; with learn=True apply one Hebbian
     update. ids (B, T) -> latents (B, T, H) and batch statistics."""
-    cfg = model.cfg
+    cfg, H = model.cfg, model.cfg.hidden
     B, T = ids.shape
-    H = cfg.hidden
     x = model.codes[ids]  # (B, T, D); padding rows are 0
     c = context_traces(x, lengths, cfg)  # (B, T, Dc)
     L = model.lipschitz()
@@ -505,8 +490,7 @@ def run_batch(model: SPCN, ids: torch.Tensor, lengths: torch.Tensor, learn: bool
         z, _ = settle(model, x[:, t], c[:, t], mu, L)
         Z[:, t], MU[:, t], A[:, t] = z, mu, a
     live = (torch.arange(T)[None, :] < lengths[:, None]).reshape(-1)  # (B*T,) real tokens
-    z, mu, a = Z.reshape(B * T, H)[live], MU.reshape(B * T, H)[live], A.reshape(B * T, H)[live]
-    xs, cs = x.reshape(B * T, -1)[live], c.reshape(B * T, -1)[live]
+    z, mu, a, xs, cs = (u.reshape(B * T, -1)[live] for u in (Z, MU, A, x, c))  # (N, H) ... (N, Dc)
     e_x, e_c = xs - z @ model.W_x.T, cs - z @ model.W_c.T  # (N, D), (N, Dc)
     stats = {"err_x": float((e_x ** 2).mean()), "err_c": float((e_c ** 2).mean()) if e_c.numel() else 0.0,
              "active": float((z > 0).float().mean())}
@@ -534,9 +518,7 @@ def hebbian_update(model: SPCN, z: torch.Tensor, e_x: torch.Tensor, e_c: torch.T
 def states(model: SPCN, data: list[torch.Tensor], batch_size: int = 512) -> torch.Tensor:
     """Frozen model: the settled latent of every token of a split, (N, H), in file order."""
     out: list[torch.Tensor | None] = [None] * len(data)
-    for group in batches([len(s) for s in data], batch_size, None):
-        ids = nn.utils.rnn.pad_sequence([data[i] for i in group], batch_first=True)  # (B, T)
-        lengths = torch.tensor([len(data[i]) for i in group])
+    for group, ids, lengths in batches(data, batch_size, None):
         Z, _ = run_batch(model, ids, lengths, learn=False)
         for b, i in enumerate(group):
             out[i] = Z[b, :lengths[b]]
@@ -644,16 +626,13 @@ def apply_readout(readout: dict, Z: torch.Tensor, cfg: Config) -> dict[str, np.n
 def train(sentences: list[dict], vocabulary: list[str], cfg: Config, seed: int, quiet: bool = True,
           desc: str = "") -> tuple[SPCN, list[dict]]:
     """Unsupervised training on the tokens of `sentences` (role labels, if present, are never read)."""
-    word_index = {w: i + 1 for i, w in enumerate(vocabulary)}
-    data = encode(sentences, word_index)
+    data = encode(sentences, vocabulary)
     model = SPCN(word_codes(data, len(vocabulary) + 1, cfg, seed), cfg, seed)
     gen = torch.Generator().manual_seed(seed + 1000)  # batch order, independent of the init stream
-    plan = [g for _ in range(cfg.epochs) for g in batches([len(s) for s in data], cfg.batch_size, gen)]
+    plan = [b for _ in range(cfg.epochs) for b in batches(data, cfg.batch_size, gen)]
     log, t0, n_tok = [], time.time(), 0
     bar = tqdm(plan, desc=desc or f"seed {seed}", disable=quiet, mininterval=1.0)
-    for step, group in enumerate(bar):
-        ids = nn.utils.rnn.pad_sequence([data[i] for i in group], batch_first=True)  # (B, T)
-        lengths = torch.tensor([len(data[i]) for i in group])
+    for step, (_, ids, lengths) in enumerate(bar):
         _, st = run_batch(model, ids, lengths, learn=True)
         n_tok += int(lengths.sum())
         bar.set_postfix(err_x=f"{st['err_x']:.3f}", err_c=f"{st['err_c']:.3f}", lr=cfg.lr,
@@ -666,20 +645,18 @@ def train(sentences: list[dict], vocabulary: list[str], cfg: Config, seed: int, 
 def evaluate_model(model: SPCN, sentences: dict[str, list[dict]], meta: dict, flat: dict, seed: int,
                    splits: tuple[str, ...]) -> dict:
     """States of train_a fit the read-outs; every split in `splits` is scored with them unchanged."""
-    word_index = {w: i + 1 for i, w in enumerate(meta["vocabulary"])}
     fit_on = sentences["train_a"][:READOUT_SENTENCES]  # train_a is in random order; its head is a fair sample
     gold = flat["train_a"]["gold"][:sum(len(s["tokens"]) for s in fit_on)]
-    readout = fit_readout("train_a", states(model, encode(fit_on, word_index)), gold, len(meta["roles"]),
+    readout = fit_readout("train_a", states(model, encode(fit_on, meta["vocabulary"])), gold, len(meta["roles"]),
                           model.cfg, seed)
     result = {}
     for split in splits:
-        preds = apply_readout(readout, states(model, encode(sentences[split], word_index)), model.cfg)
+        preds = apply_readout(readout, states(model, encode(sentences[split], meta["vocabulary"])), model.cfg)
         f = flat[split]
         result[split] = role_metrics(f["gold"], preds["one_to_one"], f["sd"], meta["roles"], f["construction"])
         for name in ("many_to_one", "probe"):
             m = role_metrics(f["gold"], preds[name], f["sd"], meta["roles"])
-            result[split][name] = {"accuracy": m["accuracy"],
-                                   "structure_dependent_accuracy": m["structure_dependent_accuracy"]}
+            result[split][name] = {k: m[k] for k in ("accuracy", "structure_dependent_accuracy")}
     return result
 
 
@@ -695,33 +672,29 @@ def environment() -> dict:
                                 timeout=10).stdout.strip() or "none"
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
-    cpu = "unknown"
-    if Path("/proc/cpuinfo").exists():
-        cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                    if l.startswith("model name")), cpu)
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    cpu = next((l.split(":", 1)[1].strip() for l in cpuinfo if l.startswith("model name")), "unknown")
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "device": "cpu", "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "git_commit": commit}
 
 
 def pct(d: dict | None, key: str = "accuracy") -> str:
-    """'mean +- std' in % from a summarise_seeds entry (or a plain float), '-' when missing."""
+    """'mean +- std' in % from a summarise_seeds entry, '-' when missing."""
     v = d.get(key) if isinstance(d, dict) else None
     if v is None:
         return "-"
-    if isinstance(v, float):
-        return f"{100 * v:.1f}"
     return f"{100 * v['mean']:.1f} +- {100 * v['std']:.1f}"
 
 
 def table(results: dict) -> str:
     """The side-by-side table: Hebbian (three read-outs, ablations) vs BiGRU vs the paper, per split."""
-    V, B = results["variants"], results.get("bigru_summary") or {}
+    V, B, roles = results["variants"], results.get("bigru_summary") or {}, results["roles"]
     main_s = V["hebbian"]["summary"]
     lines = ["split      | Hebbian 1:1 (K=7) | sd (1:1)      | M:1 (K=14)    | probe (labels) | BiGRU        "
              "| BiGRU sd     | paper"]
-    for s in main_s:
-        h, paper = main_s[s], f"{100 * PAPER[s]:.1f}" if s in PAPER else "-"
+    for s, h in main_s.items():
+        paper = f"{100 * PAPER[s]:.1f}" if s in PAPER else "-"
         lines.append(f"{s:10s} | {pct(h):17s} | {pct(h, 'structure_dependent_accuracy'):13s} | "
                      f"{pct(h['many_to_one']):13s} | {pct(h['probe']):14s} | {pct(B.get(s)):12s} | "
                      f"{pct(B.get(s), 'structure_dependent_accuracy'):12s} | {paper}")
@@ -729,19 +702,14 @@ def table(results: dict) -> str:
         r = results["ratio_to_bigru"]
         lines.append(f"ratio Hebbian/BiGRU on test_a: {r['accuracy']:.3f} overall, {r['structure_dependent']:.3f} "
                      f"sd (paper: {PAPER['ratio_to_bigru']})")
-    lines.append("")
-    lines.append("ablation (1:1 accuracy / sd) | " + " | ".join(main_s))
+    lines += ["", "ablation (1:1 accuracy / sd) | " + " | ".join(main_s)]
     for name, v in V.items():
         lines.append(f"{name:28s} | " + " | ".join(
             f"{pct(v['summary'][s])} / {pct(v['summary'][s], 'structure_dependent_accuracy')}" for s in main_s))
-    lines.append("")
-    roles = results["roles"]
-    lines.append("per-role 1:1 accuracy, Hebbian vs BiGRU | " + " | ".join(roles))
-    for s in main_s:
-        hr = main_s[s]["per_role"]
-        br = B.get(s, {}).get("per_role", {})
-        lines.append(f"{s:10s} Hebbian | " + " | ".join(pct(hr, r) for r in roles))
-        if br:
+    lines += ["", "per-role 1:1 accuracy, Hebbian vs BiGRU | " + " | ".join(roles)]
+    for s, h in main_s.items():
+        lines.append(f"{s:10s} Hebbian | " + " | ".join(pct(h["per_role"], r) for r in roles))
+        if br := B.get(s, {}).get("per_role", {}):
             lines.append(f"{s:10s} BiGRU   | " + " | ".join(pct(br, r) for r in roles))
     if results.get("hebbian_beats_bigru"):
         lines.append("roles where the Hebbian model beats the BiGRU: " + "; ".join(
@@ -757,10 +725,9 @@ def main(argv: list[str] | None = None) -> dict:
     if not seeds:
         raise ValueError(f"--seeds {args.seeds!r} names no seed; pass e.g. --seeds 0,1,2")
     ablations = [] if args.ablations in ("none", "") else [a.strip() for a in args.ablations.split(",")]
-    unknown = [a for a in ablations if a not in ABLATIONS]
-    if unknown:
+    if unknown := [a for a in ablations if a not in ABLATIONS]:
         raise ValueError(f"--ablations: unknown {unknown}; choose from {sorted(ABLATIONS)} or 'none'")
-    out_dir = Path(args.out_dir)
+    out_dir, suffix = Path(args.out_dir), "_dev" if args.dev_only else ""  # tuning runs write *_dev files
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
 
@@ -770,30 +737,25 @@ def main(argv: list[str] | None = None) -> dict:
     flat = {s: flatten_split(sentences[s], meta) for s in SPLITS}
     splits = ("dev_a",) if args.dev_only else EVAL_SPLITS  # tuning never computes a test-split state
     variants = {"hebbian": cfg, **{a: replace(cfg, **ABLATIONS[a]) for a in ablations}}
-    env = environment()
-    log_path = out_dir / ("metrics_dev.jsonl" if args.dev_only else "metrics.jsonl")
-    log_path.write_text(json.dumps({"config": asdict(cfg), "seeds": seeds, "args": vars(args), **env}) + "\n")
-
-    def log(row: dict) -> None:
-        with open(log_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-
-    out_variants = {}
-    for name, vcfg in variants.items():
-        per_seed = []
-        for seed in seeds:
-            t0 = time.time()
-            model, train_log = train(sentences["train_a"], meta["vocabulary"], vcfg, seed, args.quiet,
-                                     desc=f"{name} seed {seed}")
-            t1 = time.time()
-            res = evaluate_model(model, sentences, meta, flat, seed, splits)
-            res.update(seed=seed, train_seconds=round(t1 - t0, 1), eval_seconds=round(time.time() - t1, 1))
-            per_seed.append(res)
-            log({"variant": name, "seed": seed, "train_log": train_log,
-                 "final": {s: {"accuracy": res[s]["accuracy"], "sd": res[s]["structure_dependent_accuracy"]}
-                           for s in splits}, "train_seconds": res["train_seconds"]})
-        out_variants[name] = {"config": asdict(vcfg), "per_seed": per_seed,
-                              "summary": {s: summarise_seeds([r[s] for r in per_seed]) for s in splits}}
+    env, out_variants = environment(), {}
+    with open(out_dir / f"metrics{suffix}.jsonl", "w", buffering=1) as log:  # line-buffered: rows land at once
+        log.write(json.dumps({"config": asdict(cfg), "seeds": seeds, "args": vars(args), **env}) + "\n")
+        for name, vcfg in variants.items():
+            per_seed = []
+            for seed in seeds:
+                t0 = time.time()
+                model, train_log = train(sentences["train_a"], meta["vocabulary"], vcfg, seed, args.quiet,
+                                         desc=f"{name} seed {seed}")
+                t1 = time.time()
+                res = evaluate_model(model, sentences, meta, flat, seed, splits)
+                res.update(seed=seed, train_seconds=round(t1 - t0, 1), eval_seconds=round(time.time() - t1, 1))
+                per_seed.append(res)
+                final = {s: {"accuracy": res[s]["accuracy"], "sd": res[s]["structure_dependent_accuracy"]}
+                         for s in splits}
+                log.write(json.dumps({"variant": name, "seed": seed, "train_log": train_log, "final": final,
+                                      "train_seconds": res["train_seconds"]}) + "\n")
+            out_variants[name] = {"config": asdict(vcfg), "per_seed": per_seed,
+                                  "summary": {s: summarise_seeds([r[s] for r in per_seed]) for s in splits}}
 
     results = {"script": "hebbian_roles.py", "model": "hebbian-spcn", "config": asdict(cfg), "seeds": seeds,
                "roles": meta["roles"], "dev_only": args.dev_only,
@@ -802,8 +764,7 @@ def main(argv: list[str] | None = None) -> dict:
                "variants": out_variants, "env": env}
     bigru_path = Path(args.bigru_results)
     if bigru_path.exists():
-        bigru = json.loads(bigru_path.read_text())["summary"]
-        results["bigru_summary"] = bigru
+        results["bigru_summary"] = bigru = json.loads(bigru_path.read_text())["summary"]
         h = out_variants["hebbian"]["summary"]
         if "test_a" in h:
             results["ratio_to_bigru"] = {
@@ -817,10 +778,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{bigru_path} not found: the BiGRU columns stay empty; make them with "
               f"`OMP_NUM_THREADS=1 python bigru_baseline.py --seeds 0,1,2`")
     results["wall_seconds"] = round(time.time() - t_start, 1)
-    name = "results_dev.json" if args.dev_only else "results.json"
-    atomic_write(out_dir / name, json.dumps(results, indent=1) + "\n")
+    atomic_write(out_dir / f"results{suffix}.json", json.dumps(results, indent=1) + "\n")
     print(table(results))
-    print(f"{len(seeds)} seeds, wall {results['wall_seconds']} s -> {out_dir / name}")
+    print(f"{len(seeds)} seeds, wall {results['wall_seconds']} s -> {out_dir / f'results{suffix}.json'}")
     return results
 
 
