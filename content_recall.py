@@ -40,7 +40,10 @@ Commands:
     python content_recall.py --preset zoology --device cuda --workers 1   # Zoology's scale (hours on one GPU)
     python content_recall.py --mixers attention,ema --widths 32 --lengths 64 --kv-pairs 4 --seeds 0   # one slice
 
-Measured result: README.md "Where the boundary lies" (table, figure, seeds, hardware, wall time).
+Measured (default CPU sweep; seeds 0, 1, 2; 2-core CPU, torch 2.13): no mixer solves MQAR at this budget.
+Attention plateaus at 1/K (0.51 at T=32, 0.27 at T=64, 0.14 at T=128, D=64); selective reaches 0.49 / 0.24 /
+0.11, fixed and learned-constant EMA 0.40 / 0.18 / 0.09. The budget must grow before the figure can place the
+boundary. README.md "Where the boundary lies" has the table, the figure and the wall time.
 
 Glossary: B batch, T sequence length, D width (d_model), S traces per block (3), K key-value pairs per
 sequence, V vocabulary, L blocks. a_t = alpha (weight of the new input), 1 - a_t the decay.
