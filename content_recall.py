@@ -36,7 +36,7 @@ K = T/16 (Zoology uses 4-64 for T 64-512); dense FFN of 2D for every mixer; atte
 vocabulary 8192 -> 64, widths 64-512 -> 16-64 and lengths 64-512 -> 32-128 to fit a 2-core CPU.
 
 Commands:
-    python content_recall.py                               # default CPU sweep: 120 runs, 5,417 s of training in all (~45 min on 2 cores)
+    python content_recall.py                               # default CPU sweep: 120 runs, ~25-30 min on 2 idle cores (estimate)
     python content_recall.py --preset zoology --device cuda --workers 1   # Zoology's scale (hours on one GPU)
     python content_recall.py --mixers attention,ema --widths 32 --lengths 64 --kv-pairs 4 --seeds 0   # one slice
 
