@@ -58,22 +58,13 @@ Commands.
   Tests:                   OMP_NUM_THREADS=1 python -m pytest -q tests/test_hebbian_roles.py
   Output:                  runs/hebbian/results.json and runs/hebbian/metrics.jsonl (--out_dir).
 
-Measured (seeds 0, 1, 2, mean +- std; CPU "Intel(R) Xeon(R) Processor", 2 cores shared with other jobs, 1 thread;
-the default command: 1053 s wall but 143 s of CPU time, so about 2.5 min on a quiet machine). Token accuracy in
-%: one-to-one read-out (K = 7), its structure-dependent tokens, many-to-one (K = 14), linear probe (uses labels),
-and the BiGRU (runs/bigru/results.json):
-  split      1:1           sd            M:1          probe        BiGRU        BiGRU sd     paper
-  dev_a      54.3 +- 14.8  61.6 +- 3.1   82.3 +- 3.1  98.0 +- 0.0  100.0        100.0        -
-  test_a     49.3 +- 9.3   42.0 +- 14.5  76.9 +- 3.4  83.5 +- 0.2  99.9 +- 0.1  99.6 +- 0.6  96
-  test_b     46.7 +- 14.7  54.5 +- 4.0   79.5 +- 2.9  90.3 +- 3.7  92.6 +- 2.7  70.7 +- 8.4  61.8
-  test_deep  51.3 +- 12.7  72.0 +- 1.7   86.7 +- 3.5  98.1 +- 0.1  98.3 +- 0.3  92.1 +- 1.4  84
-Ratio to the BiGRU on test_a: 0.49 (paper 0.96): NOT reproduced. The 1:1 read-out is the bottleneck: FUNCTION
-(45% of tokens, 9+ word classes) takes several of the 7 clusters, all nouns tend to share one cluster (mapped to
-AGENT, so AGENT "beats" the BiGRU on test_b/test_deep only because PATIENT is lost), and the seed-to-seed spread
-comes from which clusters k-means forms. The states do hold most roles linearly (probe 98 on dev_a), but the
-held-out swaps of test_a stay hard (probe sd 32). Ablations (1:1 test_a, sd): current word only 54.6 / 19.0, one
-timescale 50.1 / 20.3, no SPA 51.7 / 34.8: traces raise the structure-dependent score and cost overall 1:1
-accuracy, because they make the clustering less lexical.
+Measured (`OMP_NUM_THREADS=1 python hebbian_roles.py`; seeds 0, 1, 2; 2-core CPU "Intel(R) Xeon(R) Processor",
+1 thread; 193 s wall on a lightly loaded machine). Token accuracy, one-to-one read-out, test_a / test_b /
+test_deep: 49.3 +- 9.3 / 46.7 +- 14.7 / 51.3 +- 12.7; the BiGRU gets 99.9 / 92.6 / 98.3. Ratio on test_a: 0.49
+(paper 0.96), NOT reproduced. Many-to-one (K = 14) gives 76.9 and the label-using probe 83.5 on test_a. So the
+1:1 read-out is the bottleneck (FUNCTION words take several clusters, nouns share one), and the traces help only
+on structure-dependent tokens: test_a sd 42.0 against 19.0 with the current word only. README.md
+"Structure: grammatical roles" has the full table, the per-role numbers and the ablations.
 
 Tuning (dev_a only, seed 0, 1:1 accuracy): 3 configurations, listed in the README with every run, so MORE tuning
 than the BiGRU (1 configuration, its appendix one, and early stopping on dev_a). Chosen: learned codes, forward
