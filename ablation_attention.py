@@ -368,28 +368,40 @@ class SPENBlock(nn.Module):
         return x + self.ffn(c)
 
 
+class CausalSelfAttention(nn.Module):
+    """GPT-2's softmax attention: every earlier key and value is kept, and read by a query."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+
+    def forward(self, u):
+        B, T, D = u.shape
+        q, k, v = self.qkv(u).view(B, T, 3, self.n_head, D // self.n_head).transpose(1, 3).unbind(2)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, n_head, T, D/n_head)
+        return self.proj(y.transpose(1, 2).reshape(B, T, D))
+
+
 class AttentionBlock(nn.Module):
-    """GPT-2's block: causal self-attention and an FFN, each pre-norm with its own residual."""
+    """GPT-2's block: causal self-attention and an FFN, each pre-norm with its own residual (ema_lm.py's,
+    which also offers linear attention there; the transformer row needs only softmax attention)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         D = cfg.d_model
-        self.n_head = cfg.n_head
         self.ln_attn = nn.LayerNorm(D, bias=False)
-        self.qkv = nn.Linear(D, 3 * D, bias=False)
-        self.proj = nn.Linear(D, D, bias=False)
+        self.attn = CausalSelfAttention(cfg)
         self.ln_ffn = nn.LayerNorm(D, bias=False)
         self.ffn = FFN(cfg)
 
     def forward(self, x):
-        B, T, D = x.shape
-        q, k, v = self.qkv(self.ln_attn(x)).view(B, T, 3, self.n_head, D // self.n_head).transpose(1, 3).unbind(2)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, n_head, T, D/n_head)
-        x = x + self.proj(y.transpose(1, 2).reshape(B, T, D))
+        x = x + self.attn(self.ln_attn(x))
         return x + self.ffn(self.ln_ffn(x))
 
 
-class SPEN(nn.Module):
+class LanguageModel(nn.Module):
     """ema_lm.py's model: token embedding -> L blocks -> LayerNorm -> tied output head; a learned position
     embedding only for the transformer control (the SPEN's sense of order is the traces' decays)."""
 
@@ -439,7 +451,7 @@ class SPEN(nn.Module):
 
 
 @torch.no_grad()
-def evaluate(model: SPEN, tokens: torch.Tensor, T: int, batch: int, device: str, autocast) -> float:
+def evaluate(model: LanguageModel, tokens: torch.Tensor, T: int, batch: int, device: str, autocast) -> float:
     """Mean next-token loss (nats) over the fixed validation windows."""
     model.eval()
     n = (len(tokens) - 1) // T
@@ -588,7 +600,7 @@ def train_run(args, row: str, seed: int, data: dict, device: str, bar: tqdm) -> 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
     torch.manual_seed(seed)
     cfg = model_config(args, row)
-    model = SPEN(cfg).to(device)
+    model = LanguageModel(cfg).to(device)
     optimizer = make_optimizer(model, args)
     gen = torch.Generator().manual_seed(seed)
     step, tokens_seen, seconds = 0, 0, 0.0

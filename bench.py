@@ -130,7 +130,7 @@ def bench_model(preset: str, mixer: str, T: int, B: int, device: str, reps: int)
     cfg = E.ModelConfig(n_layer=args.n_layer, d_model=args.d_model, d_ffn=args.d_ffn, n_head=args.n_head,
                         block_size=T, mixer=mixer, ffn=args.ffn)
     torch.manual_seed(0)
-    model = E.SPEN(cfg).to(device)
+    model = E.LanguageModel(cfg).to(device)
     opt = E.make_optimizer(model, args)
     step_model = torch.compile(model) if device == "cuda" else model
     use_bf16 = device == "cuda"

@@ -1,12 +1,14 @@
 """ema_lm.py: a language model whose only temporal context is fixed-decay EMA traces.
 
-Hypothesis (paper, arXiv 2604.08556, "EMA Is Not All You Need"): a 12-block "SPEN" model whose only way
-of mixing positions is three exponential moving averages with constant decays reaches C4 perplexity 260,
+Hypothesis (paper, arXiv 2604.08556, "EMA Is Not All You Need"): a 12-block SPEN model whose only way of
+mixing positions is three exponential moving averages (EMAs) with constant decays reaches C4 perplexity 260,
 about 8x GPT-2, because the traces forget *which* token came earlier and no later layer can undo that.
 This script trains that model and, with `--mixer attention`, a same-budget GPT-2 control on identical
 data, steps and validation windows, so "8x GPT-2" becomes a measured ratio instead of a quoted one.
 
-The SPEN block (Figure 1 of the paper; everything not in the figure is our reconstruction, see README):
+SPEN is the paper's name for its block; we read it as a sparse predictive-error network: traces predict the
+block input, the prediction error is mixed with the traces and passed through a sparse FFN (Figure 1 of the
+paper; everything not in the figure is our reconstruction, see README "Reconstruction notes"):
 
     u_t     = LayerNorm(x_t)                                    block input, pre-norm
     h_t^s   = (1 - a_s) h_{t-1}^s + a_s u_t,  a = 0.5, 0.1, 0.02  three fixed traces, h_{-1} = 0
@@ -15,17 +17,17 @@ The SPEN block (Figure 1 of the paper; everything not in the figure is our recon
     c_t     = LayerNorm(W_mix [e_t; h_t^1; h_t^2; h_t^3])        context mix: (S+1)D -> D, the "bottleneck"
     x'_t    = x_t + W_down topk_6%(W_up c_t)                    sparse FFN, then the residual add
 
-Four kinds of context (`--mixer`; README "Where the boundary lies", and content_recall.py, which tests them
-on associative recall): "ema" is the block above; "ema-learned" replaces the three constants by S x D learned
-alphas, still independent of the input (S4D / RetNet family); "selective" makes alpha a function of the
-current token, a_t = 0.99 sigmoid(W u_t + b) per trace and channel (a gated linear recurrence, GLA / Mamba
-family, without state expansion); "attention" is GPT-2's block. The predictor, error, mix and FFN are the
-same for the three trace mixers.
+Other kinds of context (`--mixer`, defined in mixers.py, one factor at a time): ema-learned (S x D learned
+constant decays) and selective (decays a function of the token) replace only the traces in the block above;
+linattn (a matrix state per head read by a query, learned constant decays) and gla (gated linear attention,
+decays a function of the token) replace softmax attention in GPT-2's block; attention is GPT-2's block.
 
 Commands:
-    python ema_lm.py                                   # small SPEN on Penn Treebank, CPU, ~6 minutes
+    python ema_lm.py                                   # small SPEN on Penn Treebank, CPU, about 6 minutes
     python ema_lm.py --mixer attention                 # the same budget with causal self-attention
-    python ema_lm.py --mixer selective                 # or ema-learned: the SPEN block with other traces
+    python ema_lm.py --mixer gla                       # or ema-learned, selective, linattn
+    python ema_lm.py --eval-only --out-dir runs/ptb-ema-small-s0    # loss by token class, copy probe
+    python ema_lm.py --compare runs/ptb-ema-small-s* runs/ptb-attention-small-s*   # the table over seeds
     python ema_lm.py --device cuda                     # the same run on a GPU
     python ema_lm.py --device cuda --preset paper --dataset fineweb --eval-datasets c4,wikitext103
 
@@ -34,7 +36,7 @@ Measured (seeds 0, 1, 2; 2-core CPU, one thread per run; README "Results"): defa
 163.2 +- 2.4. At this size and budget the EMA model is *ahead*; the paper's 8x gap is at 130M on C4.
 
 Glossary: B batch, T time (tokens), D model width (d_model), S number of traces (3), H FFN hidden width,
-V vocabulary, L blocks. a_s = alpha (weight of the new input), 1 - a_s = the decay.
+V vocabulary, L blocks. a_s = alpha (weight of the new input), 1 - a_s = the decay. FFN feed-forward network.
 """
 # ----------------------------------------------------------------------------- imports
 import argparse
@@ -55,121 +57,27 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data.common import load_tokens
+from mixers import LearnedTraces, LinearAttention, SelectiveTraces
 
 ROOT = Path(__file__).resolve().parent
 ALPHAS = (0.5, 0.1, 0.02)  # paper, Figure 1: fast, medium, slow; constants, never learned
-MIXERS = ("ema", "ema-learned", "selective", "attention")  # the four kinds of context (README, "Where the boundary lies")
+SPEN_MIXERS = ("ema", "ema-learned", "selective")  # the SPEN block with three kinds of trace
+MIXERS = (*SPEN_MIXERS, "linattn", "gla", "attention")  # the last three: GPT-2's block with its attention
 
-# ----------------------------------------------------------------------------- config / CLI
+# ----------------------------------------------------------------------------- model config
 
 
 @dataclass
 class ModelConfig:
     vocab_size: int = 50304  # GPT-2's 50257 padded to a multiple of 64 (faster matmuls; nanoGPT)
     n_layer: int = 12  # paper: twelve blocks
-    d_model: int = 768  # GPT-2 small's width, so the two mixers differ only in the block
+    d_model: int = 768  # GPT-2 small's width, so the mixers differ only in the block
     d_ffn: int = 2304  # 3*D makes the 12-block SPEN 130.7M parameters, the paper's 130M
     ffn_active: float = 0.06  # paper: top-k FFN with 6% of hidden units active
-    n_head: int = 12  # attention mixer only (GPT-2 small)
-    block_size: int = 1024  # context length; the SPEN itself has no limit, only the attention control
-    mixer: str = "ema"  # "ema", "ema-learned", "selective" (SPEN block, three kinds of trace) or "attention" (GPT-2)
-    ffn: str = "sparse"  # "sparse" (top-k) or "dense"; either mixer, one factor at a time
-
-
-# Presets give every model field and the training budget; explicit flags override them.
-PRESETS = {
-    # CPU-sized: 300 steps of 2048 tokens (about half an epoch of PTB); ~1,800 tokens/s on 2 cores (bench.py), ~6 min.
-    # Most of its time is the 50k-way output layer, which no width choice below can avoid.
-    "small": dict(n_layer=4, d_model=128, n_head=4, block_size=128, max_steps=300, batch_tokens=2048,
-                  micro_batch=16, lr=3e-3, warmup_steps=30, eval_tokens=65536, eval_interval=100),
-    # The paper's recipe: 130M SPEN, ~8B tokens (paper), 0.5M tokens per step, context 1024.
-    "paper": dict(n_layer=12, d_model=768, n_head=12, block_size=1024, max_steps=16000,
-                  batch_tokens=524288, micro_batch=16, lr=6e-4, warmup_steps=700,
-                  eval_tokens=4194304, eval_interval=1000),
-}
-DATASETS = ("ptb", "c4", "fineweb", "wikitext103")
-EVAL_SPLIT = {"ptb": "val", "c4": "val", "fineweb": "val", "wikitext103": "test"}
-
-
-def get_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model size and training budget")
-    p.add_argument("--mixer", choices=MIXERS, default="ema", help="how positions are mixed: the SPEN block with fixed, "
-                   "learned or input-dependent traces, or causal self-attention")
-    p.add_argument("--ffn", choices=["sparse", "dense"], default=None, help="FFN type (default: sparse for the SPEN mixers, dense for attention)")
-    p.add_argument("--n-layer", type=int, default=None, help="blocks (overrides the preset)")
-    p.add_argument("--d-model", type=int, default=None, help="model width D (overrides the preset)")
-    p.add_argument("--d-ffn", type=int, default=None, help="FFN hidden width H (default: 3D for the SPEN mixers, 4D for attention)")
-    p.add_argument("--n-head", type=int, default=None, help="attention heads (overrides the preset)")
-    p.add_argument("--block-size", type=int, default=None, help="training context length T (overrides the preset)")
-    p.add_argument("--dataset", choices=DATASETS, default="ptb", help="training corpus (data/<name>/train.bin)")
-    p.add_argument("--eval-datasets", default="", help="comma-separated extra datasets to report perplexity on, e.g. c4,wikitext103")
-    p.add_argument("--max-steps", type=int, default=None, help="optimiser steps (overrides the preset)")
-    p.add_argument("--steps-this-run", type=int, default=0, help="stop after this many steps, leaving a checkpoint for --resume (0 = run to the end)")
-    p.add_argument("--batch-tokens", type=int, default=None, help="tokens per optimiser step; gradient accumulation is derived from it")
-    p.add_argument("--micro-batch", type=int, default=None, help="sequences per forward pass")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (overrides the preset)")
-    p.add_argument("--min-lr-ratio", type=float, default=0.1, help="final learning rate as a fraction of --lr")
-    p.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (overrides the preset)")
-    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on matrices")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this (0 = off)")
-    p.add_argument("--eval-interval", type=int, default=None, help="evaluate every this many steps")
-    p.add_argument("--eval-tokens", type=int, default=None, help="tokens in the fixed validation set (from the start of val.bin)")
-    p.add_argument("--seed", type=int, default=0, help="seed for initialisation and data sampling")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, mps or cpu")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model (default: on for cuda only)")
-    p.add_argument("--out-dir", default=None, help="run folder for metrics and checkpoints (default: runs/<dataset>-<mixer>-<preset>-s<seed>)")
-    p.add_argument("--resume", action="store_true", help="continue from <out-dir>/ckpt.pt exactly")
-    p.add_argument("--sample", action="store_true", help="generate text from <out-dir>/ckpt.pt instead of training")
-    p.add_argument("--prompt", default="the company said", help="prompt for --sample")
-    p.add_argument("--sample-tokens", type=int, default=50, help="tokens to generate with --sample")
-    args = p.parse_args(argv)
-    for k, v in PRESETS[args.preset].items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    if args.ffn is None:
-        args.ffn = "dense" if args.mixer == "attention" else "sparse"
-    if args.d_ffn is None:
-        args.d_ffn = (4 if args.mixer == "attention" else 3) * args.d_model
-    args.eval_datasets = [d for d in args.eval_datasets.split(",") if d]
-    for d in args.eval_datasets:
-        if d not in DATASETS:
-            p.error(f"--eval-datasets: unknown dataset {d!r}; choose from {', '.join(DATASETS)}")
-    if args.batch_tokens % (args.micro_batch * args.block_size):
-        p.error(f"--batch-tokens {args.batch_tokens} must be a multiple of micro-batch x block-size "
-                f"= {args.micro_batch * args.block_size}")
-    if args.out_dir is None:
-        args.out_dir = str(ROOT / "runs" / f"{args.dataset}-{args.mixer}-{args.preset}-s{args.seed}")
-    return args
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def get_tokens(dataset: str, split: str) -> np.ndarray:
-    """uint16 token ids of data/<dataset>/<split>.bin; the built-in PTB is prepared on first use."""
-    if dataset == "ptb" and not (ROOT / "data" / "ptb" / f"{split}.bin").exists():
-        from data.ptb.prepare import prepare
-        prepare()
-    return load_tokens(dataset, split)
-
-
-def get_batch(data: np.ndarray, B: int, T: int, gen: torch.Generator, device: str):
-    """B random windows of T+1 tokens; the generator makes sampling reproducible and resumable."""
-    ix = torch.randint(len(data) - T - 1, (B,), generator=gen).tolist()
-    xy = torch.stack([torch.from_numpy(data[i:i + T + 1].astype(np.int64)) for i in ix])
-    return xy[:, :-1].to(device), xy[:, 1:].to(device)  # (B, T) each
-
-
-def val_windows(data: np.ndarray, T: int, n_tokens: int) -> torch.Tensor:
-    """The fixed validation set: consecutive non-overlapping windows from the start of the split.
-    Identical for every model with the same block size, so losses are comparable."""
-    n = min(n_tokens, len(data) - 1) // T
-    if n == 0:
-        raise ValueError(f"validation split has {len(data)} tokens, fewer than one window of {T + 1}; "
-                         "lower --block-size or prepare more validation data")
-    return torch.from_numpy(data[:n * T + 1].astype(np.int64))
+    n_head: int = 12  # attention, linattn and gla only (GPT-2 small's 12 heads)
+    block_size: int = 1024  # context length; only softmax attention's position table depends on it
+    mixer: str = "ema"  # one of MIXERS
+    ffn: str = "sparse"  # "sparse" (top-k) or "dense"; either block, one factor at a time
 
 
 # ----------------------------------------------------------------------------- model: the EMA scan
@@ -231,113 +139,23 @@ def ema_scan(x: torch.Tensor, alphas, chunk_size: int = 64) -> torch.Tensor:
     return h.view(B, N * C, S, D)[:, :T]  # (B, T, S, D)
 
 
-# ----------------------------------------------------------------------------- model: learned and selective traces
-# The same trace update with alpha free to vary per trace and channel (ema-learned) and, in addition, per
-# position as a function of the current token (selective). alpha = ALPHA_MAX * sigmoid(z): the cap keeps the
-# per-step decay 1 - alpha >= 0.01, which is what makes the chunked scan below safe in float32.
-ALPHA_MAX = 0.99
 
 
-def gated_scan_reference(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """The definition, one step at a time: h_t = (1 - a_t) h_{t-1} + a_t x_t, a_t = ALPHA_MAX sigmoid(z_t),
-    h_{-1} = 0. x: (B, T, D); z: (B, T, S, D), or (1, 1, S, D) for decays constant in time -> (B, T, S, D),
-    computed in float32."""
-    B, T, D = x.shape
-    a = (ALPHA_MAX * torch.sigmoid(z.float())).expand(B, T, *z.shape[2:])  # (B, T, S, D)
-    h = x.new_zeros(B, *z.shape[2:], dtype=torch.float32)  # (B, S, D)
-    out = []
-    for t in range(T):
-        h = (1 - a[:, t]) * h + a[:, t] * x[:, t, None, :].float()
-        out.append(h)
-    return torch.stack(out, 1).to(x.dtype)  # (B, T, S, D)
-
-
-def gated_scan(x: torch.Tensor, z: torch.Tensor, chunk_size: int = 16) -> torch.Tensor:
-    """The same traces as gated_scan_reference, chunked like ema_scan but with a decay per position.
-
-    Write v_t = a_t x_t and L_i = sum over the chunk, up to and including i, of log(1 - a). Inside a chunk
-    with carried state c (the trace just before the chunk):
-        h_i = sum_{j<=i} exp(L_i - L_j) v_j  +  exp(L_i) c  =  exp(L_i) cumsum_j(exp(-L_j) v_j)  +  exp(L_i) c
-    The cumsum form needs exp(-L_j) to stay finite: with 1 - a >= 0.01 (ALPHA_MAX) and 16 positions per
-    chunk, -L_j <= 16 ln(100) = 74 < 88, the float32 limit, so it cannot overflow. Across chunks the state is
-    carried in a loop of T/C steps (every exponent there is <= 0). All of it runs in float32, autocast or not."""
-    if chunk_size * -math.log(1 - ALPHA_MAX) >= 88:
-        raise ValueError(f"chunk_size {chunk_size} could overflow float32 in gated_scan; use 16 or fewer")
-    with torch.autocast(x.device.type, enabled=False):
-        B, T, D = x.shape
-        Bz, Tz, S, _ = z.shape  # Tz is T (selective) or 1 (ema-learned: decays constant in time)
-        C = chunk_size
-        N = -(-T // C)  # chunks
-        pad = N * C - T  # padded positions come after T, so nothing at t < T sees them
-        a = ALPHA_MAX * torch.sigmoid(z.float())  # (Bz, Tz, S, D)
-        v = F.pad(a * x.float()[:, :, None, :], (0, 0, 0, 0, 0, pad)).view(B, N, C, S, D)
-        log_lam = torch.log1p(-a)  # log(1 - a), between ln(0.01) and 0
-        if Tz == 1:  # the same L for every chunk: L_i = (i + 1) log(1 - a)
-            L = torch.arange(1, C + 1, device=x.device).view(1, 1, C, 1, 1) * log_lam[:, :, None]  # (Bz, 1, C, S, D)
-        else:
-            L = F.pad(log_lam, (0, 0, 0, 0, 0, pad)).view(B, N, C, S, D).cumsum(2)  # (B, N, C, S, D)
-        local = L.exp() * (v * (-L).exp()).cumsum(2)  # (B, N, C, S, D): each chunk from a zero state
-        chunk_decay = L[:, :, -1].exp().expand(Bz, N, S, D)  # decay across a whole chunk
-        carry = [local.new_zeros(B, S, D)]
-        for n in range(1, N):
-            carry.append(chunk_decay[:, n - 1] * carry[-1] + local[:, n - 1, -1])
-        h = local + L.exp() * torch.stack(carry, 1)[:, :, None]  # (B, N, C, S, D)
-        return h.view(B, N * C, S, D)[:, :T].to(x.dtype)  # (B, T, S, D)
-
-
-def initial_alpha_logits(S: int, D: int) -> torch.Tensor:
-    """(S, D) logits z of alphas log-spaced from 0.9 to 0.001: trace 0 covers the fastest third (0.9-0.1),
-    trace 2 the slowest (0.01-0.001), so each band holds (or borders) the paper's constant for that trace."""
-    a = torch.logspace(math.log10(0.9), math.log10(0.001), S * D).view(S, D)
-    return torch.logit(a / ALPHA_MAX)
+# ----------------------------------------------------------------------------- model: blocks
 
 
 class FixedTraces(nn.Module):
-    """ema: the paper's three traces with constant alphas (ALPHAS). No parameters, no dependence on x."""
+    """ema: the paper's three traces with constant alphas (ALPHAS). No parameters, no dependence on x
+    (d_model is taken only so that every kind of trace is built the same way)."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, d_model: int):
         super().__init__()
 
     def forward(self, u):  # (B, T, D) -> (B, T, S, D)
         return ema_scan(u, ALPHAS)
 
 
-class LearnedTraces(nn.Module):
-    """ema-learned: S traces per channel, each channel with its own learned alpha (S x D decays instead of
-    3), constant in time and independent of the input: the S4D / RetNet family of fixed learned filters."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.S, self.D = len(ALPHAS), cfg.d_model
-        # Stored flat (1-D) so that make_optimizer, which decays only matrices, does not pull alpha to 0.5.
-        self.alpha_logit = nn.Parameter(initial_alpha_logits(self.S, self.D).flatten())
-
-    def forward(self, u):  # (B, T, D) -> (B, T, S, D)
-        return gated_scan(u, self.alpha_logit.view(1, 1, self.S, self.D))
-
-
-class SelectiveTraces(nn.Module):
-    """selective: alpha_t = sigmoid(W u_t + b), per trace and channel, a function of the current token. It is
-    at once the input gate (how much of u_t is written) and one minus the decay (how much is kept), as in the
-    EMA itself, HGRN and minGRU (Mamba ties them through its step size). alpha_t near 0 skips a token and
-    keeps the memory; near 1 overwrites it. A minimal gated linear recurrence without state expansion."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.S, self.D = len(ALPHAS), cfg.d_model
-        self.gate = nn.Linear(self.D, self.S * self.D)  # SPEN._init draws the weight with std 0.02
-        with torch.no_grad():  # start where ema-learned starts; the weights make it depend on the token
-            self.gate.bias.copy_(initial_alpha_logits(self.S, self.D).flatten())
-
-    def forward(self, u):  # (B, T, D) -> (B, T, S, D)
-        B, T, D = u.shape
-        return gated_scan(u, self.gate(u).view(B, T, self.S, D))
-
-
 TRACES = {"ema": FixedTraces, "ema-learned": LearnedTraces, "selective": SelectiveTraces}
-
-
-# ----------------------------------------------------------------------------- model: blocks
 
 
 class FFN(nn.Module):
@@ -365,7 +183,7 @@ class SPENBlock(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         D, S = cfg.d_model, len(ALPHAS)
-        self.traces = TRACES[cfg.mixer](cfg)  # first in reading order; "ema" has no parameters, so its init is unchanged
+        self.traces = TRACES[cfg.mixer](D)  # first in reading order; "ema" has no parameters, so its init is unchanged
         self.ln_in = nn.LayerNorm(D, bias=False)
         self.pred = nn.Linear(S * D, D, bias=False)
         self.mix = nn.Linear((S + 1) * D, D, bias=False)
@@ -382,40 +200,55 @@ class SPENBlock(nn.Module):
         return x + self.ffn(c)
 
 
+class CausalSelfAttention(nn.Module):
+    """GPT-2's softmax attention: every earlier key and value is kept, and read by a query."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+
+    def forward(self, u):
+        B, T, D = u.shape
+        q, k, v = self.qkv(u).view(B, T, 3, self.n_head, D // self.n_head).transpose(1, 3).unbind(2)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, n_head, T, D/n_head)
+        return self.proj(y.transpose(1, 2).reshape(B, T, D))
+
+
 class AttentionBlock(nn.Module):
-    """GPT-2's block: causal self-attention and an FFN, each pre-norm with its own residual."""
+    """GPT-2's block: attention and an FFN, each pre-norm with its own residual. The attention is softmax
+    (mixer "attention") or linear with a matrix state (linattn, gla; mixers.py)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         D = cfg.d_model
-        self.n_head = cfg.n_head
         self.ln_attn = nn.LayerNorm(D, bias=False)
-        self.qkv = nn.Linear(D, 3 * D, bias=False)
-        self.proj = nn.Linear(D, D, bias=False)
+        self.attn = (CausalSelfAttention(cfg) if cfg.mixer == "attention"
+                     else LinearAttention(D, cfg.n_head, input_dependent=cfg.mixer == "gla"))
         self.ln_ffn = nn.LayerNorm(D, bias=False)
         self.ffn = FFN(cfg)
 
     def forward(self, x):
-        B, T, D = x.shape
-        q, k, v = self.qkv(self.ln_attn(x)).view(B, T, 3, self.n_head, D // self.n_head).transpose(1, 3).unbind(2)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, n_head, T, D/n_head)
-        x = x + self.proj(y.transpose(1, 2).reshape(B, T, D))
+        x = x + self.attn(self.ln_attn(x))
         return x + self.ffn(self.ln_ffn(x))
 
 
-class SPEN(nn.Module):
-    """Token embedding -> L blocks -> LayerNorm -> tied output head. With mixer "ema" there is no
-    position embedding: the traces' different decays are the only sense of order."""
+class LanguageModel(nn.Module):
+    """Token embedding -> L blocks -> LayerNorm -> tied output head. The block is the SPEN block for the
+    trace mixers and GPT-2's block for the attention mixers. Only softmax attention gets a position
+    embedding: the traces' and the linear attentions' decays are their own sense of order. `block`, a
+    function of the config, replaces the mixer's own block (content_recall.py's trace readers)."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, block=None):
         super().__init__()
+        if cfg.mixer not in MIXERS:
+            raise ValueError(f"unknown mixer {cfg.mixer!r}; choose from {', '.join(MIXERS)}")
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.block_size, cfg.d_model) if cfg.mixer == "attention" else None
-        if cfg.mixer not in MIXERS:
-            raise ValueError(f"unknown mixer {cfg.mixer!r}; choose from {', '.join(MIXERS)}")
-        Block = AttentionBlock if cfg.mixer == "attention" else SPENBlock
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        block = block or (SPENBlock if cfg.mixer in SPEN_MIXERS else AttentionBlock)
+        self.blocks = nn.ModuleList(block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model, bias=False)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.head.weight = self.wte.weight  # tied embeddings (paper's parameter count assumes them)
@@ -458,30 +291,163 @@ class SPEN(nn.Module):
         return idx
 
 
+# ----------------------------------------------------------------------------- data
+
+
+def get_tokens(dataset: str, split: str) -> np.ndarray:
+    """uint16 token ids of data/<dataset>/<split>.bin; the built-in PTB is prepared on first use."""
+    if dataset == "ptb" and not (ROOT / "data" / "ptb" / f"{split}.bin").exists():
+        from data.ptb.prepare import prepare
+        prepare()
+    return load_tokens(dataset, split)
+
+
+def get_batch(data: np.ndarray, B: int, T: int, gen: torch.Generator, device: str):
+    """B random windows of T+1 tokens; the generator makes sampling reproducible and resumable."""
+    ix = torch.randint(len(data) - T - 1, (B,), generator=gen).tolist()
+    xy = torch.stack([torch.from_numpy(data[i:i + T + 1].astype(np.int64)) for i in ix])
+    return xy[:, :-1].to(device), xy[:, 1:].to(device)  # (B, T) each
+
+
+def val_windows(data: np.ndarray, T: int, n_tokens: int) -> torch.Tensor:
+    """The fixed validation set: consecutive non-overlapping windows from the start of the split.
+    Identical for every model with the same block size, so losses are comparable."""
+    n = min(n_tokens, len(data) - 1) // T
+    if n == 0:
+        raise ValueError(f"validation split has {len(data)} tokens, fewer than one window of {T + 1}; "
+                         "lower --block-size or prepare more validation data")
+    return torch.from_numpy(data[:n * T + 1].astype(np.int64))
+
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 
 @torch.no_grad()
-def evaluate(model: SPEN, tokens: torch.Tensor, T: int, batch: int, device: str, autocast) -> float:
-    """Mean next-token loss (nats) over the fixed validation windows."""
+def token_losses(model: LanguageModel, tokens: torch.Tensor, T: int, batch: int, device: str, autocast) -> torch.Tensor:
+    """Next-token loss (nats) at every position of the fixed validation windows: (n_windows, T)."""
     model.eval()
     n = (len(tokens) - 1) // T
     x_all, y_all = tokens[:n * T].view(n, T), tokens[1:n * T + 1].view(n, T)
-    total = 0.0
+    out = []
     for i in range(0, n, batch):
         with autocast:
-            _, loss = model(x_all[i:i + batch].to(device), y_all[i:i + batch].to(device))
-        total += loss.item() * len(x_all[i:i + batch])
+            logits, _ = model(x_all[i:i + batch].to(device))  # (b, T, V)
+        y = y_all[i:i + batch].to(device)
+        out.append(F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view(y.shape).cpu())
     model.train()
-    return total / n
+    return torch.cat(out)
 
 
-def flops_per_token(model: SPEN) -> float:
-    """Training FLOPs per token: 6 per weight (forward + backward) plus attention's 12 L D T."""
+def evaluate(model: LanguageModel, tokens: torch.Tensor, T: int, batch: int, device: str, autocast) -> float:
+    """Mean next-token loss (nats) over the fixed validation windows."""
+    return token_losses(model, tokens, T, batch, device, autocast).mean().item()
+
+
+# Where the paper's claim should show on text: a token that can be predicted by recalling one earlier token.
+TOKEN_CLASSES = ("induction", "repeated", "novel")
+
+
+def token_classes(tokens: torch.Tensor, T: int) -> np.ndarray:
+    """The class of every validation target, (n_windows, T), as an index into TOKEN_CLASSES. Window i holds
+    tokens[iT .. iT + T]; the target at t is token t+1 and its previous token is token t.
+        induction  the pair (previous token, target) already occurred earlier in the window: a copy of what
+                   followed the same token before (what an induction head does, Olsson et al. 2022)
+        repeated   the target occurred earlier in the window, but not after this previous token
+        novel      the first occurrence of the target in the window (the window's first token counts)"""
+    n = (len(tokens) - 1) // T
+    classes = np.empty((n, T), dtype=np.int64)
+    for i in range(n):
+        window = tokens[i * T:(i + 1) * T + 1].tolist()
+        seen, pairs = {window[0]}, set()
+        for t in range(T):
+            pair = (window[t], window[t + 1])
+            classes[i, t] = 0 if pair in pairs else 1 if pair[1] in seen else 2
+            seen.add(pair[1])
+            pairs.add(pair)
+    return classes
+
+
+def loss_by_class(losses: torch.Tensor, classes: np.ndarray) -> dict:
+    """Mean loss and token count per class, plus the mean over all tokens."""
+    losses = losses.numpy().ravel()
+    out = {"all": dict(loss=float(losses.mean()), count=int(losses.size))}
+    for c, name in enumerate(TOKEN_CLASSES):
+        mask = classes.ravel() == c
+        out[name] = dict(loss=float(losses[mask].mean()) if mask.any() else float("nan"), count=int(mask.sum()))
+    return out
+
+
+def probe_sequences(train_data: np.ndarray, block_size: int, n: int = 64, seed: int = 1234) -> torch.Tensor:
+    """The repeated-segment probe (Olsson et al. 2022): n sequences of h random token ids, each followed by an
+    exact copy, h = min(64, block_size // 2). Ids are drawn uniformly from the token types of the first 16M
+    training tokens, so every id has a trained embedding; the same ids for every model with that block size."""
+    h = min(64, block_size // 2)
+    types = np.flatnonzero(np.bincount(np.asarray(train_data[:1 << 24]), minlength=2))
+    gen = torch.Generator().manual_seed(seed)
+    half = torch.from_numpy(types)[torch.randint(len(types), (n, h), generator=gen)]  # (n, h)
+    return torch.cat([half, half], 1)  # (n, 2h)
+
+
+@torch.no_grad()
+def copy_probe(model: LanguageModel, seqs: torch.Tensor, device: str, autocast) -> dict:
+    """Mean loss on the first copy and on the second, over the same targets (the copy's tokens 2..h). A
+    model that copies predicts the second copy far better; one that cannot, equally badly (the ids are random)."""
+    model.eval()
+    h = seqs.shape[1] // 2
+    with autocast:
+        logits, _ = model(seqs[:, :-1].to(device))  # (n, 2h-1, V)
+    losses = F.cross_entropy(logits.float().transpose(1, 2), seqs[:, 1:].to(device), reduction="none").cpu()
+    model.train()
+    first, second = losses[:, :h - 1].mean().item(), losses[:, h:].mean().item()  # targets 2..h of each copy
+    return dict(probe_first=first, probe_second=second, probe_gap=first - second)
+
+
+def flops_per_token(model: LanguageModel) -> float:
+    """Training FLOPs per token: 6 per weight (forward + backward) plus softmax attention's 12 L D T."""
     cfg = model.cfg
     n = model.num_params() - (model.wpe.weight.numel() if model.wpe is not None else 0)
     attn = 12 * cfg.n_layer * cfg.d_model * cfg.block_size if cfg.mixer == "attention" else 0
     return 6 * n + attn
+
+
+def compare_runs(run_dirs: list) -> dict:
+    """Loss by token class and the copy probe, mean +- std over the runs of each mixer (their final.json or
+    eval.json), and the share of the loss gap between the first mixer and each other one that every class
+    carries: n_c (L_c^other - L_c^first) / (N (L^other - L^first)); the shares add up to 1."""
+    groups = {}
+    for d in run_dirs:
+        path = next((Path(d) / f for f in ("eval.json", "final.json") if (Path(d) / f).exists()), None)
+        if path is None:
+            raise SystemExit(f"--compare: {d} holds no final.json or eval.json; finish the run or run "
+                             f"`python ema_lm.py --eval-only --out-dir {d}` first")
+        r = json.loads(path.read_text())
+        if "classes" not in r:
+            raise SystemExit(f"--compare: {path} has no token-class breakdown; rerun `python ema_lm.py --eval-only "
+                             f"--out-dir {d}` with this version of ema_lm.py")
+        first = next(iter(groups.values()), [r])[0]
+        if any(r["classes"][c]["count"] != first["classes"][c]["count"] for c in r["classes"]):
+            raise SystemExit(f"--compare: {path} was scored on other validation windows than the first run "
+                             "(block size, --eval-tokens or dataset differ); compare runs scored alike")
+        groups.setdefault(r["mixer"], []).append(r)
+    cols = ("all", *TOKEN_CLASSES)
+    mean = {m: {c: np.mean([r["classes"][c]["loss"] for r in rs]) for c in cols} for m, rs in groups.items()}
+    print("| mixer (runs) | " + " | ".join(f"{c} ({next(iter(groups.values()))[0]['classes'][c]['count']:,})"
+                                           for c in cols) + " | probe: 1st copy | 2nd copy |")
+    print("|---" * (len(cols) + 3) + "|")
+    for m, rs in groups.items():
+        cells = [f"{mean[m][c]:.3f} +- {np.std([r['classes'][c]['loss'] for r in rs], ddof=min(1, len(rs) - 1)):.3f}"
+                 for c in cols]
+        probe = [f"{np.mean([r[k] for r in rs]):.2f}" for k in ("probe_first", "probe_second")]
+        print(f"| {m} ({len(rs)}) | " + " | ".join(cells + probe) + " |")
+    base, counts = next(iter(groups)), next(iter(groups.values()))[0]["classes"]
+    shares = {}
+    for m in list(groups)[1:]:
+        gap = counts["all"]["count"] * (mean[m]["all"] - mean[base]["all"])
+        shares[m] = {c: counts[c]["count"] * (mean[m][c] - mean[base][c]) / gap for c in TOKEN_CLASSES}
+        print(f"share of the gap {m} - {base} ({mean[m]['all'] - mean[base]['all']:+.3f} nats): "
+              + ", ".join(f"{c} {s:.0%}" for c, s in shares[m].items()))
+    return dict(mean=mean, shares=shares, runs={m: len(rs) for m, rs in groups.items()})
 
 
 # ----------------------------------------------------------------------------- training loop
@@ -538,7 +504,7 @@ def run_info(device: str) -> dict:
                 cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads(), commit=commit)
 
 
-def compiled_or_eager(model: SPEN, batch: int, device: str, autocast) -> nn.Module:
+def compiled_or_eager(model: LanguageModel, batch: int, device: str, autocast) -> nn.Module:
     """torch.compile(model), tried once on a dummy batch (forward and backward, so both graphs are built);
     if the compiler fails on this torch/GPU, say so and train eagerly rather than not at all."""
     compiled = torch.compile(model)
@@ -555,8 +521,88 @@ def compiled_or_eager(model: SPEN, batch: int, device: str, autocast) -> nn.Modu
     return compiled
 
 
+# ----------------------------------------------------------------------------- CLI
+
+# Presets give every model field and the training budget; explicit flags override them.
+PRESETS = {
+    # CPU-sized: 300 steps of 2048 tokens (about half an epoch of PTB); ~1,800 tokens/s on 2 cores (bench.py), ~6 min.
+    # Most of its time is the 50k-way output layer, which no width choice below can avoid.
+    "small": dict(n_layer=4, d_model=128, n_head=4, block_size=128, max_steps=300, batch_tokens=2048,
+                  micro_batch=16, lr=3e-3, warmup_steps=30, eval_tokens=65536, eval_interval=100),
+    # The paper's recipe: 130M SPEN, ~8B tokens (paper), 0.5M tokens per step, context 1024.
+    "paper": dict(n_layer=12, d_model=768, n_head=12, block_size=1024, max_steps=16000,
+                  batch_tokens=524288, micro_batch=16, lr=6e-4, warmup_steps=700,
+                  eval_tokens=4194304, eval_interval=1000),
+}
+DATASETS = ("ptb", "c4", "fineweb", "wikitext103")
+EVAL_SPLIT = {"ptb": "val", "c4": "val", "fineweb": "val", "wikitext103": "test"}
+
+
+def get_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model size and training budget")
+    p.add_argument("--mixer", choices=MIXERS, default="ema", help="how positions are mixed: the SPEN block with fixed, "
+                   "learned or input-dependent traces; linear attention with constant or input-dependent decays; "
+                   "or softmax attention (mixers.py)")
+    p.add_argument("--ffn", choices=["sparse", "dense"], default=None, help="FFN type (default: sparse for the SPEN mixers, dense for the attention ones)")
+    p.add_argument("--n-layer", type=int, default=None, help="blocks (overrides the preset)")
+    p.add_argument("--d-model", type=int, default=None, help="model width D (overrides the preset)")
+    p.add_argument("--d-ffn", type=int, default=None, help="FFN hidden width H (default: 3D for the SPEN mixers, 4D for the attention ones)")
+    p.add_argument("--n-head", type=int, default=None, help="heads of attention, linattn and gla (overrides the preset)")
+    p.add_argument("--block-size", type=int, default=None, help="training context length T (overrides the preset)")
+    p.add_argument("--dataset", choices=DATASETS, default="ptb", help="training corpus (data/<name>/train.bin)")
+    p.add_argument("--eval-datasets", default="", help="comma-separated extra datasets to report perplexity on, e.g. c4,wikitext103")
+    p.add_argument("--max-steps", type=int, default=None, help="optimiser steps (overrides the preset)")
+    p.add_argument("--steps-this-run", type=int, default=0, help="stop after this many steps, leaving a checkpoint for --resume (0 = run to the end)")
+    p.add_argument("--batch-tokens", type=int, default=None, help="tokens per optimiser step; gradient accumulation is derived from it")
+    p.add_argument("--micro-batch", type=int, default=None, help="sequences per forward pass")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (overrides the preset)")
+    p.add_argument("--min-lr-ratio", type=float, default=0.1, help="final learning rate as a fraction of --lr")
+    p.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (overrides the preset)")
+    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on matrices")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this (0 = off)")
+    p.add_argument("--eval-interval", type=int, default=None, help="evaluate every this many steps")
+    p.add_argument("--eval-tokens", type=int, default=None, help="tokens in the fixed validation set (from the start of val.bin)")
+    p.add_argument("--seed", type=int, default=0, help="seed for initialisation and data sampling")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, mps or cpu")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model (default: on for cuda only)")
+    p.add_argument("--out-dir", default=None, help="run folder for metrics and checkpoints (default: runs/<dataset>-<mixer>-<preset>-s<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue from <out-dir>/ckpt.pt exactly")
+    p.add_argument("--sample", action="store_true", help="generate text from <out-dir>/ckpt.pt instead of training")
+    p.add_argument("--prompt", default="the company said", help="prompt for --sample")
+    p.add_argument("--sample-tokens", type=int, default=50, help="tokens to generate with --sample")
+    p.add_argument("--eval-only", action="store_true", help="score <out-dir>/ckpt.pt (loss by token class, copy probe) "
+                   "into <out-dir>/eval.json instead of training")
+    p.add_argument("--compare", nargs="+", metavar="RUN_DIR", default=None, help="print loss by token class and the "
+                   "copy probe over these finished runs, grouped by mixer, and the share of each gap per class")
+    args = p.parse_args(argv)
+    for k, v in PRESETS[args.preset].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.ffn is None:
+        args.ffn = "sparse" if args.mixer in SPEN_MIXERS else "dense"
+    if args.d_ffn is None:
+        args.d_ffn = (3 if args.mixer in SPEN_MIXERS else 4) * args.d_model
+    args.eval_datasets = [d for d in args.eval_datasets.split(",") if d]
+    for d in args.eval_datasets:
+        if d not in DATASETS:
+            p.error(f"--eval-datasets: unknown dataset {d!r}; choose from {', '.join(DATASETS)}")
+    if args.batch_tokens % (args.micro_batch * args.block_size):
+        p.error(f"--batch-tokens {args.batch_tokens} must be a multiple of micro-batch x block-size "
+                f"= {args.micro_batch * args.block_size}")
+    if args.out_dir is None:
+        args.out_dir = str(ROOT / "runs" / f"{args.dataset}-{args.mixer}-{args.preset}-s{args.seed}")
+    return args
+
+
+# ----------------------------------------------------------------------------- main
+
+
 def main(argv=None) -> dict:
     args = get_args(argv)
+    if args.compare:
+        return compare_runs(args.compare)
     device = pick_device(args.device)
     compile_model = args.compile if args.compile is not None else device == "cuda"
     use_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
@@ -568,7 +614,7 @@ def main(argv=None) -> dict:
     torch.manual_seed(args.seed)
     cfg = ModelConfig(n_layer=args.n_layer, d_model=args.d_model, d_ffn=args.d_ffn, n_head=args.n_head,
                       block_size=args.block_size, mixer=args.mixer, ffn=args.ffn)
-    model = SPEN(cfg).to(device)
+    model = LanguageModel(cfg).to(device)
 
     if args.sample:
         from data.common import gpt2_encoding
@@ -582,6 +628,26 @@ def main(argv=None) -> dict:
     train_data = get_tokens(args.dataset, "train")
     val_sets = {d: val_windows(get_tokens(d, EVAL_SPLIT[d]), cfg.block_size, args.eval_tokens)
                 for d in dict.fromkeys([args.dataset, *args.eval_datasets])}
+    probe = probe_sequences(train_data, cfg.block_size)
+
+    def final_scores() -> dict:
+        """Loss by token class on the training dataset's windows, the copy probe, the other datasets' loss."""
+        losses = token_losses(model, val_sets[args.dataset], cfg.block_size, args.micro_batch, device, autocast)
+        classes = loss_by_class(losses, token_classes(val_sets[args.dataset], cfg.block_size))
+        other = {d: evaluate(model, v, cfg.block_size, args.micro_batch, device, autocast)
+                 for d, v in val_sets.items() if d != args.dataset}
+        return dict(val_loss=classes["all"]["loss"], val_ppl=math.exp(classes["all"]["loss"]), classes=classes,
+                    **copy_probe(model, probe, device, autocast), mixer=cfg.mixer, ffn=cfg.ffn, seed=args.seed,
+                    eval={d: dict(loss=v, ppl=math.exp(v)) for d, v in
+                          {args.dataset: classes["all"]["loss"], **other}.items()})
+
+    if args.eval_only:
+        ckpt = load_checkpoint(ckpt_path, cfg)
+        model.load_state_dict(ckpt["model"])
+        result = dict(final_scores(), step=ckpt["step"], tokens_seen=ckpt["tokens_seen"], params=model.num_params())
+        (out_dir / "eval.json").write_text(json.dumps(result, indent=2))
+        print_scores(result, args.dataset)
+        return result
     optimizer = make_optimizer(model, args)
     gen = torch.Generator().manual_seed(args.seed)
     step, tokens_seen, seconds = 0, 0, 0.0
@@ -609,7 +675,9 @@ def main(argv=None) -> dict:
                                         torch_rng=torch.get_rng_state()))
 
     def eval_all() -> dict:
-        return {d: evaluate(model, v, cfg.block_size, args.micro_batch, device, autocast) for d, v in val_sets.items()}
+        losses = {f"val_loss_{d}": evaluate(model, v, cfg.block_size, args.micro_batch, device, autocast)
+                  for d, v in val_sets.items()}
+        return dict(losses, **copy_probe(model, probe, device, autocast))
 
     stop_at = min(args.max_steps, step + args.steps_this_run) if args.steps_this_run else args.max_steps
     bar = tqdm(total=args.max_steps, initial=step, desc=f"{cfg.mixer}", dynamic_ncols=True)
@@ -644,7 +712,7 @@ def main(argv=None) -> dict:
             record["mfu"] = flops_per_token(model) * tok_s / peak_flops
             post["mfu"] = f"{record['mfu']:.1%}"
         if step % args.eval_interval == 0 or step == args.max_steps:
-            record.update({f"val_loss_{d}": v for d, v in eval_all().items()})
+            record.update(eval_all())
             post["val"] = f"{record[f'val_loss_{args.dataset}']:.3f}"
             checkpoint()
         bar.set_postfix(post)
@@ -656,18 +724,22 @@ def main(argv=None) -> dict:
         checkpoint()
     log.close()
 
-    val = eval_all()
-    result = dict(val_loss=val[args.dataset], val_ppl=math.exp(val[args.dataset]), params=n_params,
-                  tokens_seen=tokens_seen, seconds=seconds, step=step, mixer=cfg.mixer, ffn=cfg.ffn,
-                  seed=args.seed, device=device,
-                  eval={d: dict(loss=v, ppl=math.exp(v)) for d, v in val.items()})
+    result = dict(final_scores(), params=n_params, tokens_seen=tokens_seen, seconds=seconds, step=step, device=device)
     (out_dir / "final.json").write_text(json.dumps(result, indent=2))
-    print(f"validation loss {result['val_loss']:.4f}, perplexity {result['val_ppl']:.2f} on {args.dataset} "
-          f"({n_params / 1e6:.2f}M params, {tokens_seen:,} tokens, {seconds:.0f} s training)")
-    for d, v in val.items():
-        if d != args.dataset:
-            print(f"  {d}: loss {v:.4f}, perplexity {math.exp(v):.2f}")
+    print_scores(result, args.dataset)
     return result
+
+
+def print_scores(result: dict, dataset: str):
+    print(f"validation loss {result['val_loss']:.4f}, perplexity {result['val_ppl']:.2f} on {dataset} "
+          f"({result['params'] / 1e6:.2f}M params, {result['tokens_seen']:,} tokens"
+          + (f", {result['seconds']:.0f} s training)" if "seconds" in result else ")"))
+    print("  by token class: " + ", ".join(f"{c} {v['loss']:.3f} ({v['count']:,})" for c, v in result["classes"].items()
+                                         if c != "all")
+          + f"; copy probe: 1st copy {result['probe_first']:.2f}, 2nd copy {result['probe_second']:.2f}")
+    for d, v in result["eval"].items():
+        if d != dataset:
+            print(f"  {d}: loss {v['loss']:.4f}, perplexity {v['ppl']:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""content_recall.py: the MQAR generator, the copies of ema_lm.py's model code, and a smoke run per mixer."""
-import inspect
+"""content_recall.py: the MQAR generator, the localisation rows, state sizes, the protocol and a smoke run per mixer."""
 import json
+import math
 
 import pytest
 import torch
@@ -8,25 +8,13 @@ import torch
 import content_recall as R
 import ema_lm as E
 
-COPIED = ["ALPHAS", "MIXERS", "ALPHA_MAX", "ema_scan_reference", "ema_decay_matrices", "ema_scan",
-          "gated_scan_reference", "gated_scan", "initial_alpha_logits", "FixedTraces", "LearnedTraces",
-          "SelectiveTraces", "FFN", "SPENBlock", "AttentionBlock", "SPEN", "lr_at", "make_optimizer", "pick_device"]
-TINY = ["--widths", "16", "--lengths", "32", "--kv-pairs", "4", "--vocab", "32", "--steps", "3", "--batch", "4",
+TINY = ["--widths", "16", "--lengths", "32", "--kv-pairs", "4", "--vocab", "64", "--steps", "3", "--batch", "4",
         "--lrs", "1e-3", "--n-test", "8", "--n-val", "8", "--seeds", "0", "--workers", "1", "--device", "cpu",
-        "--no-figure"]
+        "--no-figure", "--head-dim", "8", "--lr-width", "16", "--lr-length", "32"]
 
 
-@pytest.mark.parametrize("name", COPIED)
-def test_copied_code_matches_ema_lm(name):
-    mine, theirs = getattr(R, name), getattr(E, name)
-    if inspect.isfunction(mine) or inspect.isclass(mine):
-        assert inspect.getsource(mine) == inspect.getsource(theirs), f"{name} drifted from ema_lm.py; copy it again"
-    else:
-        assert mine == theirs, f"{name} = {mine!r} in content_recall.py but {theirs!r} in ema_lm.py"
-
-
-def test_trace_table_matches_ema_lm():
-    assert {k: v.__name__ for k, v in R.TRACES.items()} == {k: v.__name__ for k, v in E.TRACES.items()}
+def tiny_config(T: int = 32) -> E.ModelConfig:
+    return R.model_config(R.get_args(TINY), 16, T)
 
 
 def test_generator_is_deterministic_in_its_seed():
@@ -66,9 +54,8 @@ def test_test_and_validation_sets_differ():
 
 
 def test_loss_and_accuracy_count_only_query_positions():
-    args = R.get_args(TINY)
     torch.manual_seed(0)
-    model = R.SPEN(R.model_config(args, "ema", 16, 32))
+    model = R.build_model("ema", tiny_config(), conv_kernel=3)
     x, y = R.mqar(4, 32, 4, 32, seed=0)
     m = R.recall_metrics(model, x, y, batch=4, device="cpu", autocast=torch.autocast("cpu", enabled=False))
     logits, loss = model(x, y)
@@ -82,7 +69,9 @@ def test_smoke_run_returns_the_metrics(tmp_path, mixer):
     out = R.main(TINY + ["--mixers", mixer, "--out-dir", str(tmp_path)])
     (row,) = out["summary"]
     assert (row["mixer"], row["D"], row["T"], row["K"], row["n_seeds"]) == (mixer, 16, 32, 4, 1)
-    assert 0.0 <= row["acc_mean"] <= 1.0 and out["chosen_lr"] == {mixer: 1e-3}
+    assert row["state_floats"] == R.mixer_state_floats(mixer, tiny_config()) and out["chosen_lr"] == {mixer: 1e-3}
+    (run,) = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert run["acc"] == row["acc_mean"] and run["steps"] == 3 and math.isfinite(run["loss"])
     assert json.loads((tmp_path / "results.json").read_text())["summary"] == out["summary"]
     assert f"| {mixer} (1e-03) | 32 (4) |" in out["table"]
 
@@ -100,7 +89,91 @@ def test_learning_rate_is_chosen_on_validation_and_workers_do_not_change_results
     assert sorted(again["runs"], key=key) == sorted(one["runs"], key=key) and again["lr_sweep"] == one["lr_sweep"]
 
 
-def test_bad_arguments_are_argparse_errors():
-    for argv in (["--mixers", "gru"], ["--lengths", "64,128", "--kv-pairs", "4"], ["--lengths", "32", "--kv-pairs", "16"]):
-        with pytest.raises(SystemExit):
-            R.get_args(argv)
+@pytest.mark.parametrize("argv,words", [
+    (["--mixers", "gru"], "unknown mixer 'gru'"),
+    (["--lengths", "64,128,256", "--kv-pairs", "4,8"], "one entry per length"),
+    (["--lengths", "32", "--kv-pairs", "16"], "4K <= T"),
+    (["--lengths", "128", "--kv-pairs", "8", "--vocab", "128"], "--vocab 128 must exceed every length"),
+    (["--seeds", "a,b"], "--seeds 'a,b': expected comma-separated integers"),
+    (["--steps", "0"], "--steps 0: must be a positive integer"),
+    (["--widths", "65"], "width 65 does not split"),
+])
+def test_bad_arguments_are_clear_argparse_errors(argv, words, capsys):
+    with pytest.raises(SystemExit):
+        R.get_args(argv)
+    assert words in capsys.readouterr().err
+
+
+def test_a_finished_sweep_is_not_overwritten_without_a_flag(tmp_path):
+    R.main(TINY + ["--mixers", "ema", "--out-dir", str(tmp_path)])
+    before = (tmp_path / "runs.jsonl").read_bytes()
+    with pytest.raises(SystemExit, match="--resume"):
+        R.main(TINY + ["--mixers", "ema", "--out-dir", str(tmp_path)])
+    assert (tmp_path / "runs.jsonl").read_bytes() == before
+
+
+# ----------------------------------------------------------------------------- the localisation rows
+
+
+def trace_attention_reference(m: R.TraceAttention, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """One position and one head at a time, with an explicit softmax over the visible slots."""
+    B, T, S, D = h.shape
+    nh, hd = m.n_head, D // m.n_head
+    q, k, v = m.q(u), m.k(h) + m.timescale, m.v(h)  # (B, T, D), (B, T, S, D) x 2
+    y = torch.zeros(B, T, D)
+    for t in range(T):
+        rows = slice(0, t + 1) if m.history else slice(t, t + 1)  # history: every t' <= t; else t itself
+        kt, vt = k[:, rows].flatten(1, 2), v[:, rows].flatten(1, 2)  # (B, slots, D)
+        for i in range(nh):
+            c = slice(i * hd, (i + 1) * hd)
+            w = torch.softmax(torch.einsum("bd,bnd->bn", q[:, t, c], kt[..., c]) / math.sqrt(hd), -1)
+            y[:, t, c] = torch.einsum("bn,bnd->bd", w, vt[..., c])
+    return m.proj(y)
+
+
+@pytest.mark.parametrize("history", [False, True])
+def test_trace_attention_matches_an_explicit_softmax(history):
+    torch.manual_seed(0)
+    m = R.TraceAttention(16, 2, history)
+    u, h = torch.randn(2, 9, 16), torch.randn(2, 9, 3, 16)
+    assert torch.allclose(m(u, h), trace_attention_reference(m, u, h), atol=1e-5)
+
+
+@pytest.mark.parametrize("mixer", R.MIXERS)
+def test_no_prediction_sees_the_future(mixer):
+    torch.manual_seed(0)
+    model = R.build_model(mixer, tiny_config(40), conv_kernel=3).eval()
+    idx = torch.randint(0, 64, (1, 40))
+    changed = idx.clone()
+    changed[0, 23] = (idx[0, 23] + 1) % 64
+    a, b = model(idx)[0], model(changed)[0]
+    assert torch.equal(a[:, :23], b[:, :23]), f"{mixer}: an output before position 23 changed with token 23"
+    assert not torch.allclose(a[:, 23:], b[:, 23:]), f"{mixer}: token 23 should reach positions >= 23"
+
+
+def test_localisation_rows_change_only_the_predictor_of_the_spen_block():
+    spen, current = (R.build_model(m, tiny_config(), conv_kernel=0) for m in ("ema", "trace-attn-current"))
+    names = lambda model: {k for k, _ in model.named_parameters()}  # noqa: E731
+    assert {k.split(".", 2)[-1] for k in names(spen) - names(current)} == {"pred.weight"}
+    assert {k.split(".", 2)[-1] for k in names(current) - names(spen)} == {
+        "read.q.weight", "read.k.weight", "read.v.weight", "read.proj.weight", "read.timescale"}
+
+
+def test_short_convolution_sits_in_front_of_every_mixer_and_is_causal():
+    for mixer in R.MIXERS:
+        block = R.build_model(mixer, tiny_config(), conv_kernel=3).blocks[0]
+        mixer_module = block.attn if hasattr(block, "attn") else block.traces
+        assert isinstance(mixer_module[0], R.ShortConv), mixer
+    conv = R.ShortConv(4, 3)
+    x = torch.randn(1, 10, 4)
+    y = x.clone()
+    y[0, 6] += 1.0
+    assert torch.equal(conv(x)[:, :6], conv(y)[:, :6]) and not torch.allclose(conv(x)[:, 6:9], conv(y)[:, 6:9])
+    assert torch.equal(conv(x)[:, 9], conv(y)[:, 9]), "kernel 3: position 9 sees 7, 8, 9 only"
+
+
+def test_state_sizes_of_the_localisation_rows():
+    cfg = tiny_config(32)
+    assert R.mixer_state_floats("trace-attn-current", cfg) == 3 * 16 == R.mixer_state_floats("ema", cfg)
+    assert R.mixer_state_floats("trace-attn-history", cfg) == 3 * 16 * 32
+    assert R.mixer_state_floats("attention", cfg) == 2 * 32 * 16

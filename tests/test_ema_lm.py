@@ -11,9 +11,9 @@ TINY = ["--n-layer", "2", "--d-model", "32", "--n-head", "2", "--block-size", "3
         "--batch-tokens", "128", "--warmup-steps", "2", "--eval-tokens", "2048", "--device", "cpu"]
 
 
-def tiny_model(mixer: str, ffn: str = "sparse", seed: int = 0) -> E.SPEN:
+def tiny_model(mixer: str, ffn: str = "sparse", seed: int = 0) -> E.LanguageModel:
     torch.manual_seed(seed)
-    return E.SPEN(E.ModelConfig(n_layer=2, d_model=32, d_ffn=96, n_head=2, block_size=64, mixer=mixer,
+    return E.LanguageModel(E.ModelConfig(n_layer=2, d_model=32, d_ffn=96, n_head=2, block_size=64, mixer=mixer,
                                 ffn=ffn, vocab_size=100))
 
 
@@ -67,7 +67,7 @@ def test_paper_preset_parameter_counts(mixer, low, high):
     cfg = E.ModelConfig(n_layer=args.n_layer, d_model=args.d_model, d_ffn=args.d_ffn, n_head=args.n_head,
                         block_size=args.block_size, mixer=mixer, ffn=args.ffn)
     with torch.device("meta"):
-        n = E.SPEN(cfg).num_params()
+        n = E.LanguageModel(cfg).num_params()
     assert low <= n <= high, f"{mixer}: {n / 1e6:.2f}M parameters"
 
 
@@ -116,7 +116,7 @@ def test_checkpoint_from_another_config_is_a_clear_error(tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     args = TINY + ["--max-steps", "6", "--eval-interval", "2", "--out-dir", str(tmp_path)]
-    real_forward = E.SPEN.forward
+    real_forward = E.LanguageModel.forward
     calls = {"n": 0}
 
     def poisoned(self, idx, targets=None):
@@ -127,7 +127,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
                 loss = loss * float("nan")
         return logits, loss
 
-    monkeypatch.setattr(E.SPEN, "forward", poisoned)
+    monkeypatch.setattr(E.LanguageModel, "forward", poisoned)
     with pytest.raises(RuntimeError, match="non-finite training loss.*last good checkpoint"):
         E.main(args)
     assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 2

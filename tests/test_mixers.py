@@ -1,16 +1,17 @@
-"""ema_lm.py's four mixers: the gated scan against its time loop, causality, and what is (not) input-dependent."""
+"""The mixers of ema_lm.py and mixers.py: fast paths against their time loops, causality, what is (not) input-dependent."""
 import pytest
 import torch
 
 import ema_lm as E
+import mixers as M
 
 TINY = ["--n-layer", "2", "--d-model", "32", "--n-head", "2", "--block-size", "32", "--micro-batch", "4",
         "--batch-tokens", "128", "--warmup-steps", "2", "--eval-tokens", "2048", "--device", "cpu"]
 
 
-def tiny_model(mixer: str, ffn: str = "sparse", seed: int = 0) -> E.SPEN:
+def tiny_model(mixer: str, ffn: str = "sparse", seed: int = 0) -> E.LanguageModel:
     torch.manual_seed(seed)
-    return E.SPEN(E.ModelConfig(n_layer=2, d_model=32, d_ffn=96, n_head=2, block_size=64, mixer=mixer,
+    return E.LanguageModel(E.ModelConfig(n_layer=2, d_model=32, d_ffn=96, n_head=2, block_size=64, mixer=mixer,
                                 ffn=ffn, vocab_size=100))
 
 
@@ -25,8 +26,8 @@ def test_gated_scan_matches_time_loop(T, chunk, per_position):
     x = torch.randn(2, T, 8, requires_grad=True)
     shape = (2, T, 3, 8) if per_position else (1, 1, 3, 8)
     z = (4 * torch.randn(shape)).requires_grad_()  # alphas from ~0 to ALPHA_MAX: fast, slow and saturated
-    ref = E.gated_scan_reference(x, z)
-    out = E.gated_scan(x, z, chunk_size=chunk)
+    ref = M.gated_scan_reference(x, z)
+    out = M.gated_scan(x, z, chunk_size=chunk)
     assert out.shape == ref.shape == (2, T, 3, 8) and out.dtype == torch.float32
     assert rel(out, ref) <= 1e-5
     g = torch.randn_like(ref)
@@ -37,8 +38,8 @@ def test_gated_scan_matches_time_loop(T, chunk, per_position):
 def test_gated_scan_reference_follows_the_stated_update():
     x = torch.tensor([[[1.0], [3.0]]])  # (B=1, T=2, D=1)
     z = torch.tensor([0.0, 2.0]).view(1, 2, 1, 1)
-    a = E.ALPHA_MAX * torch.sigmoid(z.flatten())
-    h = E.gated_scan_reference(x, z)[0, :, 0, 0]
+    a = M.ALPHA_MAX * torch.sigmoid(z.flatten())
+    h = M.gated_scan_reference(x, z)[0, :, 0, 0]
     assert h[0].item() == pytest.approx(a[0].item())
     assert h[1].item() == pytest.approx(((1 - a[1]) * a[0] + a[1] * 3).item())
 
@@ -46,9 +47,9 @@ def test_gated_scan_reference_follows_the_stated_update():
 def test_gated_scan_is_finite_at_saturated_gates_and_refuses_unsafe_chunks():
     x = torch.randn(1, 40, 4)
     for value in (40.0, -40.0):  # every alpha at ALPHA_MAX (fastest decay), or ~0
-        assert torch.isfinite(E.gated_scan(x, torch.full((1, 40, 3, 4), value))).all()
+        assert torch.isfinite(M.gated_scan(x, torch.full((1, 40, 3, 4), value))).all()
     with pytest.raises(ValueError, match="chunk_size 32"):
-        E.gated_scan(x, torch.zeros(1, 40, 3, 4), chunk_size=32)
+        M.gated_scan(x, torch.zeros(1, 40, 3, 4), chunk_size=32)
 
 
 @pytest.mark.parametrize("mixer", E.MIXERS)
@@ -81,7 +82,7 @@ def test_learned_decays_are_trained_constants_and_selective_ones_depend_on_x():
     assert learned.alpha_logit.requires_grad
     assert torch.allclose(learned(x1 + 2 * x2), learned(x1) + 2 * learned(x2), atol=1e-5)  # linear: no x in the decay
     assert not torch.allclose(selective(x1 + 2 * x2), selective(x1) + 2 * selective(x2), atol=1e-3)
-    a = E.ALPHA_MAX * torch.sigmoid(learned.alpha_logit)
+    a = M.ALPHA_MAX * torch.sigmoid(learned.alpha_logit)
     assert a.max().item() == pytest.approx(0.9, rel=1e-4) and a.min().item() == pytest.approx(0.001, rel=1e-3)
 
 
@@ -101,14 +102,87 @@ def test_ema_parameters_are_unchanged_by_the_new_mixers():
     assert names == want + [("ln_f.weight", (32,)), ("head.weight", (100, 32))]
 
 
-@pytest.mark.parametrize("mixer", ["ema-learned", "selective"])
-def test_new_mixers_default_to_the_spen_ffn_and_train(tmp_path, mixer):
+@pytest.mark.parametrize("mixer", ["ema-learned", "selective", "linattn", "gla"])
+def test_comparison_mixers_get_their_block_s_ffn_and_train(tmp_path, mixer):
     args = E.get_args(TINY + ["--mixer", mixer])
-    assert args.ffn == "sparse" and args.d_ffn == 3 * 32
+    spen = mixer in E.SPEN_MIXERS  # the SPEN block's sparse 3D FFN, or GPT-2's dense 4D one
+    assert (args.ffn, args.d_ffn) == (("sparse", 3 * 32) if spen else ("dense", 4 * 32))
     out = E.main(TINY + ["--mixer", mixer, "--max-steps", "4", "--eval-interval", "100", "--out-dir", str(tmp_path)])
     assert out["mixer"] == mixer and out["step"] == 4 and torch.isfinite(torch.tensor(out["val_loss"]))
 
 
 def test_unknown_mixer_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown mixer 'gru'"):
-        E.SPEN(E.ModelConfig(n_layer=1, d_model=8, d_ffn=8, vocab_size=10, mixer="gru"))
+        E.LanguageModel(E.ModelConfig(n_layer=1, d_model=8, d_ffn=8, vocab_size=10, mixer="gru"))
+
+
+# ----------------------------------------------------------------------------- matrix-state mixers: linattn, gla
+
+
+def grads(out: torch.Tensor, inputs: tuple, g: torch.Tensor) -> tuple:
+    return torch.autograd.grad(out, inputs, g)
+
+
+@pytest.mark.parametrize("T", [1, 15, 16, 17, 70])
+@pytest.mark.parametrize("chunk", [4, 16])
+@pytest.mark.parametrize("per_position", [True, False], ids=["gla", "linattn"])
+def test_linear_attention_matches_time_loop(T, chunk, per_position):
+    B, H, dk, dv = 2, 3, 4, 5
+    q, k = torch.randn(B, H, T, dk, requires_grad=True), torch.randn(B, H, T, dk, requires_grad=True)
+    v = torch.randn(B, H, T, dv, requires_grad=True)
+    z = (3 * torch.randn(B if per_position else 1, H, T if per_position else 1, dk)).requires_grad_()
+    ref = M.linear_attention_reference(q, k, v, torch.nn.functional.logsigmoid(z))
+    out = M.linear_attention(q, k, v, torch.nn.functional.logsigmoid(z), chunk_size=chunk)
+    assert out.shape == ref.shape == (B, H, T, dv)
+    assert rel(out, ref) <= 1e-5
+    g = torch.randn_like(ref)
+    (*got, got_z), (*want, want_z) = grads(out, (q, k, v, z), g), grads(ref, (q, k, v, z), g)
+    assert all(rel(a, b) <= 1e-5 for a, b in zip(got, want))
+    if T == 1:  # the decay multiplies an empty state, so its exact gradient is 0
+        assert got_z.abs().max() <= 1e-5 and want_z.abs().max() == 0
+    else:
+        assert rel(got_z, want_z) <= 1e-5
+
+
+def test_linear_attention_reference_follows_the_stated_update():
+    # One head, d_k = d_v = 1: S_0 = k_0 v_0, S_1 = g_1 S_0 + k_1 v_1, o_t = q_t S_t.
+    q, k, v = (torch.tensor([a, b]).view(1, 1, 2, 1) for a, b in ((2.0, 3.0), (1.0, 5.0), (7.0, 11.0)))
+    log_g = torch.log(torch.tensor([0.5, 0.25])).view(1, 1, 2, 1)
+    o = M.linear_attention_reference(q, k, v, log_g).flatten()
+    assert o.tolist() == pytest.approx([2 * 7, 3 * (0.25 * 7 + 5 * 11)])
+
+
+def test_linear_attention_is_finite_at_the_decay_floor_and_refuses_unsafe_chunks():
+    q, k, v = torch.randn(1, 1, 40, 4), torch.randn(1, 1, 40, 4), torch.randn(1, 1, 40, 4)
+    out = M.linear_attention(q, k, v, torch.full((1, 1, 40, 4), -50.0))  # below the floor of 0.01 a step
+    assert torch.isfinite(out).all()
+    assert rel(out, M.linear_attention_reference(q, k, v, torch.full((1, 1, 40, 4), -50.0))) <= 1e-5
+    with pytest.raises(ValueError, match="chunk_size 32"):
+        M.linear_attention(q, k, v, torch.zeros(1, 1, 40, 4), chunk_size=32)
+
+
+def test_linattn_decays_are_constants_and_gla_decays_depend_on_the_token():
+    gla, linattn = (tiny_model(m).blocks[0].attn for m in ("gla", "linattn"))
+    assert isinstance(gla, M.LinearAttention) and isinstance(linattn, M.LinearAttention)
+    u1, u2 = torch.randn(2, 30, 32), torch.randn(2, 30, 32)
+    assert linattn.log_decay(u1).shape == (1, 2, 1, 8) and torch.equal(linattn.log_decay(u1), linattn.log_decay(u2))
+    assert linattn.decay_logit.requires_grad and linattn.decay_logit.dim() == 1  # learned, no weight decay
+    assert gla.log_decay(u1).shape == (2, 2, 30, 8) and not torch.allclose(gla.log_decay(u1), gla.log_decay(u2))
+
+
+def test_matrix_state_mixers_start_from_the_same_decays_near_one():
+    gla, linattn = (tiny_model(m).blocks[0].attn for m in ("gla", "linattn"))
+    g_const = linattn.log_decay(torch.zeros(1, 1, 32)).exp().flatten()
+    g_input = gla.log_decay(torch.zeros(1, 1, 32)).exp().flatten()  # u = 0: only the bias is left
+    assert torch.allclose(g_const, g_input, atol=1e-6)
+    assert g_const.min().item() == pytest.approx(1 - 1 / 16, abs=1e-5)
+    assert g_const.max().item() == pytest.approx(1 - 1 / 1024, abs=1e-5)
+
+
+def test_state_sizes_follow_the_definitions():
+    D, H, T = 64, 2, 128
+    assert M.state_floats("ema", D, H, T) == M.state_floats("selective", D, H, T) == 3 * D
+    assert M.state_floats("gla", D, H, T) == M.state_floats("linattn", D, H, T) == H * (D // (2 * H)) * (D // H)
+    assert M.state_floats("attention", D, H, T) == 2 * T * D
+    with pytest.raises(ValueError, match="unknown mixer"):
+        M.state_floats("gru", D, H, T)
