@@ -65,9 +65,6 @@ block input after LayerNorm, u^_t its prediction from the past (the paper's x_ha
 import argparse
 import json
 import math
-import os
-import platform
-import subprocess
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -80,6 +77,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data.common import load_tokens
+from plumbing import (RunFolder, StopOnSignal, check_ranges, check_same_settings, cpu_name, cut_metrics,
+                      load_checkpoint, lr_at, make_optimizer, pick_device, restore_training_state, run_info,
+                      save_checkpoint, training_state, write_json_atomic)
 
 ROOT = Path(__file__).resolve().parent
 ALPHAS = (0.5, 0.1, 0.02)  # paper, Figure 1: fast, medium, slow; constants, never learned
@@ -110,17 +110,18 @@ PRESETS = {
     # epoch of PTB) is far from converged; rows are compared at an equal budget, not with the paper's numbers.
     # Same model sizes and learning rate as ema_lm.py's "small" preset, a third of its training tokens.
     "cpu": dict(n_layer=4, d_model=128, n_head=4, block_size=128, max_steps=200, batch_tokens=1024,
-                micro_batch=8, lr=3e-3, warmup_steps=20, eval_tokens=32768, eval_interval=200),
+                micro_batch=8, lr=3e-3, warmup_steps=20, eval_tokens=32768, eval_interval=200, checkpoint_interval=50),
     # One H100/H200: 12 blocks of width 512, context 1024, 262k tokens per step, 1000 steps = 262M tokens per run.
     "gpu": dict(n_layer=12, d_model=512, n_head=8, block_size=1024, max_steps=1000, batch_tokens=262144,
-                micro_batch=16, lr=1e-3, warmup_steps=100, eval_tokens=4194304, eval_interval=250),
+                micro_batch=16, lr=1e-3, warmup_steps=100, eval_tokens=4194304, eval_interval=250,
+                checkpoint_interval=250),
 }
 DATASETS = ("ptb", "c4", "fineweb", "wikitext103")
 EVAL_SPLIT = {"ptb": "val", "c4": "val", "fineweb": "val", "wikitext103": "test"}
 
 
 def get_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="model size and training budget")
     p.add_argument("--predictors", default=",".join(ROWS), help=f"comma-separated rows to run, from {', '.join(ROWS)}")
@@ -132,19 +133,26 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--block-size", type=int, default=None, help="training and validation context length T")
     p.add_argument("--dataset", choices=DATASETS, default="ptb", help="training corpus (data/<name>/train.bin)")
     p.add_argument("--max-steps", type=int, default=None, help="optimiser steps per run (overrides the preset)")
-    p.add_argument("--batch-tokens", type=int, default=None, help="tokens per optimiser step; gradient accumulation is derived from it")
+    p.add_argument("--batch-tokens", type=int, default=None, help="tokens per optimiser step")
     p.add_argument("--micro-batch", type=int, default=None, help="sequences per forward pass")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate, the same for every row")
     p.add_argument("--min-lr-ratio", type=float, default=0.1, help="final learning rate as a fraction of --lr")
     p.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (overrides the preset)")
     p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on matrices")
     p.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this (0 = off)")
-    p.add_argument("--eval-interval", type=int, default=None, help="evaluate and checkpoint every this many steps")
-    p.add_argument("--eval-tokens", type=int, default=None, help="tokens in the fixed validation set (from the start of the split)")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, mps or cpu")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model (default: on for cuda only)")
-    p.add_argument("--out-dir", default=None, help="folder for results.json and one sub-folder per run (default: runs/ablation-<dataset>-<preset>)")
-    p.add_argument("--resume", action="store_true", help="reuse finished runs in --out-dir and continue unfinished ones from their checkpoint")
+    p.add_argument("--eval-interval", type=int, default=None, help="evaluate every this many steps")
+    p.add_argument("--checkpoint-interval", type=int, default=None, help="checkpoint every this many steps")
+    p.add_argument("--eval-tokens", type=int, default=None, help="tokens in the fixed validation set")
+    p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto", help="auto: cuda, mps, then cpu")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model (default: on for cuda only)")
+    p.add_argument("--out-dir", default=None, help="folder for results.json and one sub-folder per run "
+                   "(default: runs/ablation-<dataset>-<preset>)")
+    fresh_or_not = p.add_mutually_exclusive_group()
+    fresh_or_not.add_argument("--resume", action="store_true", help="reuse finished runs in --out-dir and continue "
+                              "unfinished ones from their checkpoint")
+    fresh_or_not.add_argument("--overwrite", action="store_true", help="start afresh in an --out-dir that holds runs")
+    p.add_argument("--allow-changed", action="store_true", help="let --resume reuse runs made with other settings")
     args = p.parse_args(argv)
     for k, v in PRESETS[args.preset].items():
         if getattr(args, k) is None:
@@ -157,8 +165,17 @@ def get_args(argv=None) -> argparse.Namespace:
         args.seeds = [int(s) for s in args.seeds.split(",") if s]
     except ValueError:
         p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    if not args.seeds or not args.predictors:
+        p.error(f"--seeds {args.seeds} and --predictors {args.predictors}: give at least one of each")
+    check_ranges(p, args, positive=("n_layer", "d_model", "n_head", "n_pred_head", "block_size", "max_steps",
+                                    "batch_tokens", "micro_batch", "lr", "eval_interval", "checkpoint_interval",
+                                    "eval_tokens"),
+                 non_negative=("warmup_steps", "weight_decay", "grad_clip"), fraction=("min_lr_ratio",))
+    if args.eval_tokens < args.block_size:
+        p.error(f"--eval-tokens {args.eval_tokens}: less than one validation window of --block-size {args.block_size}")
     if args.d_model % args.n_pred_head or args.d_model % args.n_head:
-        p.error(f"--d-model {args.d_model} must be divisible by --n-pred-head {args.n_pred_head} and --n-head {args.n_head}")
+        p.error(f"--d-model {args.d_model} must be divisible by --n-pred-head {args.n_pred_head} "
+                f"and --n-head {args.n_head}")
     if args.batch_tokens % (args.micro_batch * args.block_size):
         p.error(f"--batch-tokens {args.batch_tokens} must be a multiple of micro-batch x block-size "
                 f"= {args.micro_batch * args.block_size}")
@@ -208,19 +225,6 @@ def val_windows(data: np.ndarray, T: int, n_tokens: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- model: the EMA scan
 
 
-def ema_scan_reference(x: torch.Tensor, alphas) -> torch.Tensor:
-    """The definition, one step at a time: h_t = (1 - a) h_{t-1} + a x_t, h_{-1} = 0.
-    x: (B, T, D) -> traces (B, T, S, D), computed in float32."""
-    B, T, D = x.shape
-    a = torch.tensor(alphas, dtype=torch.float32, device=x.device).view(-1, 1)  # (S, 1)
-    h = x.new_zeros(B, len(alphas), D, dtype=torch.float32)  # (B, S, D)
-    out = []
-    for t in range(T):
-        h = (1 - a) * h + a * x[:, t, None, :].float()
-        out.append(h)
-    return torch.stack(out, 1).to(x.dtype)  # (B, T, S, D)
-
-
 @torch.compiler.assume_constant_result
 def ema_decay_matrices(alphas: tuple, C: int, N: int, device: torch.device):
     """The constant weights of ema_scan, in float32. torch.compile calls this once at trace time and
@@ -241,7 +245,7 @@ def ema_decay_matrices(alphas: tuple, C: int, N: int, device: torch.device):
 
 
 def ema_scan(x: torch.Tensor, alphas, chunk_size: int = 64) -> torch.Tensor:
-    """The same traces as ema_scan_reference, in three matrix products instead of T sequential steps.
+    """The same traces as ema_scan_reference (ema_lm.py), in three matrix products, not T sequential steps.
 
     Inside a chunk of C positions with carried state c (the trace just before the chunk):
         h_i = sum_{j<=i} a lam^(i-j) x_j  +  lam^(i+1) c,        lam = 1 - a
@@ -451,18 +455,24 @@ class LanguageModel(nn.Module):
 
 
 @torch.no_grad()
-def evaluate(model: LanguageModel, tokens: torch.Tensor, T: int, batch: int, device: str, autocast) -> float:
-    """Mean next-token loss (nats) over the fixed validation windows."""
+def token_losses(model: LanguageModel, tokens: torch.Tensor, T: int, batch: int, device: str, autocast) -> torch.Tensor:
+    """Next-token loss (nats) at every position of the fixed validation windows: (n_windows, T)."""
     model.eval()
     n = (len(tokens) - 1) // T
     x_all, y_all = tokens[:n * T].view(n, T), tokens[1:n * T + 1].view(n, T)
-    total = 0.0
+    out = []
     for i in range(0, n, batch):
         with autocast:
-            _, loss = model(x_all[i:i + batch].to(device), y_all[i:i + batch].to(device))
-        total += loss.item() * len(x_all[i:i + batch])
+            logits, _ = model(x_all[i:i + batch].to(device))  # (b, T, V)
+        y = y_all[i:i + batch].to(device)
+        out.append(F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view(y.shape).cpu())
     model.train()
-    return total / n
+    return torch.cat(out)
+
+
+def evaluate(model: LanguageModel, tokens: torch.Tensor, T: int, batch: int, device: str, autocast) -> float:
+    """Mean next-token loss (nats) over the fixed validation windows."""
+    return token_losses(model, tokens, T, batch, device, autocast).mean().item()
 
 
 def summarise(runs: list[dict]) -> tuple[dict, list[str]]:
@@ -523,72 +533,10 @@ def format_table(rows: dict) -> str:
 # ----------------------------------------------------------------------------- training loop
 
 
-def pick_device(name: str) -> str:
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    return "mps" if torch.backends.mps.is_available() else "cpu"
-
-
-def lr_at(step: int, args) -> float:
-    """Linear warm-up, then cosine decay to min_lr_ratio * lr at max_steps."""
-    if step < args.warmup_steps:
-        return args.lr * (step + 1) / args.warmup_steps
-    progress = min(1.0, (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps))
-    return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def make_optimizer(model: nn.Module, args) -> torch.optim.AdamW:
-    decay = [p for p in model.parameters() if p.dim() >= 2]  # matrices and embeddings
-    no_decay = [p for p in model.parameters() if p.dim() < 2]  # norm gains
-    return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
-
-
-def save_checkpoint(path: Path, obj: dict):
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # atomic: a crash mid-write leaves the previous checkpoint intact
-
-
-def load_checkpoint(path: Path, cfg: ModelConfig) -> dict:
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}; train first (without --resume/--sample) "
-                                "or point --out-dir at a run folder")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if ckpt["model_config"] != asdict(cfg):
-        diff = {k: (v, asdict(cfg)[k]) for k, v in ckpt["model_config"].items() if asdict(cfg).get(k) != v}
-        raise ValueError(f"checkpoint {path} was trained with another model config (checkpoint, now): {diff}; "
-                         "pass the same --preset/--mixer/--ffn/size flags or use another --out-dir")
-    return ckpt
-
-
-def run_info(device: str) -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
-    gpu = torch.cuda.get_device_name() if device == "cuda" else None
-    return dict(torch=torch.__version__, python=platform.python_version(), device=device, gpu=gpu,
-                cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads(), commit=commit)
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo (platform.processor() is often empty on Linux)."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def train_run(args, row: str, seed: int, data: dict, device: str, bar: tqdm) -> dict:
+def train_run(args, row: str, seed: int, data: dict, device: str, bar: tqdm, stop: StopOnSignal) -> dict:
     """One row, one seed: ema_lm.py's training loop (same batches for every row with the same seed,
-    the same schedule, the same validation windows). Checkpoints every eval_interval steps; with
-    --resume a finished run is read back and an unfinished one continues exactly."""
+    the same schedule, the same validation windows). Checkpoints every checkpoint_interval steps and on
+    Ctrl-C or SIGTERM; with --resume a finished run is read back and an unfinished one continues exactly."""
     out_dir = Path(args.out_dir) / f"{row}-s{seed}"
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, final_path = out_dir / "ckpt.pt", out_dir / "final.json"
@@ -601,35 +549,27 @@ def train_run(args, row: str, seed: int, data: dict, device: str, bar: tqdm) -> 
     torch.manual_seed(seed)
     cfg = model_config(args, row)
     model = LanguageModel(cfg).to(device)
-    optimizer = make_optimizer(model, args)
+    optimizer = make_optimizer(model, args.lr, args.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     step, tokens_seen, seconds = 0, 0, 0.0
     steady = []  # step times after this process's first step, which pays for torch.compile
     if args.resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, cfg)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        gen.set_state(ckpt["data_rng"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        restore_training_state(ckpt, model, optimizer, gen)
         step, tokens_seen, seconds = ckpt["step"], ckpt["tokens_seen"], ckpt["seconds"]
         bar.update(step)
+    cut_metrics(out_dir / "metrics.jsonl", step)  # the steps after the checkpoint are trained and logged again
     train_model = torch.compile(model) if compile_model else model
     accum = args.batch_tokens // (args.micro_batch * cfg.block_size)
     info = dict(config=vars(args), row=row, seed=seed, model_config=asdict(cfg), params=model.num_params(),
-                cpu_model=cpu_model(), **run_info(device))
-    (out_dir / "config.json").write_text(json.dumps(info, indent=2))
+                cpu_model=cpu_name(), **run_info(device))
+    write_json_atomic(out_dir / "config.json", info)
     log = open(out_dir / "metrics.jsonl", "a")
     bar.set_description(f"{row} s{seed}")
 
-    def checkpoint():
-        save_checkpoint(ckpt_path, dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
-                                        model_config=asdict(cfg), args=vars(args), step=step,
-                                        tokens_seen=tokens_seen, seconds=seconds, data_rng=gen.get_state(),
-                                        torch_rng=torch.get_rng_state()))
-
     while step < args.max_steps:
         t0 = time.perf_counter()
-        lr = lr_at(step, args)
+        lr = lr_at(step, args.lr, args.warmup_steps, args.max_steps, args.min_lr_ratio)
         for g in optimizer.param_groups:
             g["lr"] = lr
         loss_sum = 0.0
@@ -656,18 +596,26 @@ def train_run(args, row: str, seed: int, data: dict, device: str, bar: tqdm) -> 
         if step % args.eval_interval == 0 and step < args.max_steps:
             record["val_loss"] = evaluate(model, data["val"], cfg.block_size, args.micro_batch, device, autocast)
             post["val"] = f"{record['val_loss']:.3f}"
-            checkpoint()
+        signum = stop.signum  # read once, so that a checkpoint is written whenever we stop
+        if (step % args.checkpoint_interval == 0 and step < args.max_steps) or signum:
+            save_checkpoint(ckpt_path, training_state(model, optimizer, gen, step=step, tokens_seen=tokens_seen,
+                                                      seconds=seconds, model_config=asdict(cfg), args=vars(args)))
         bar.set_postfix(post)
         bar.update()
         log.write(json.dumps(record) + "\n")
         log.flush()
+        if signum:
+            log.close()
+            bar.close()
+            stop.exit(f"stopped {row} seed {seed} after step {step} of {args.max_steps}; {ckpt_path} holds it and "
+                      "finished runs are kept; add --resume to go on", signum)
     log.close()
     val_loss = evaluate(model, data["val"], cfg.block_size, args.micro_batch, device, autocast)
     result = dict(row=row, seed=seed, val_loss=val_loss, val_ppl=math.exp(val_loss), params=model.num_params(),
                   predictor_params=model.predictor_params(), tokens_seen=tokens_seen, seconds=seconds,
                   tok_per_s=args.batch_tokens * len(steady[1:]) / max(sum(steady[1:]), 1e-9), step=step,
                   device=device)
-    final_path.write_text(json.dumps(result, indent=2))
+    write_json_atomic(final_path, result)
     ckpt_path.unlink(missing_ok=True)  # final.json marks the run done; the metrics are the product here
     bar.write(f"{row:>12} seed {seed}: val loss {val_loss:.4f}, ppl {math.exp(val_loss):.1f}, "
               f"{result['tok_per_s']:,.0f} tok/s, {seconds:.0f} s")
@@ -678,21 +626,28 @@ def main(argv=None) -> dict:
     args = get_args(argv)
     device = pick_device(args.device)
     out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     data = dict(train=get_tokens(args.dataset, "train"),
                 val=val_windows(get_tokens(args.dataset, EVAL_SPLIT[args.dataset]), args.block_size, args.eval_tokens))
     plan = [(row, seed) for seed in args.seeds for row in args.predictors]  # seed-major: every row early
+    for row, seed in plan if args.resume else ():  # reused runs must be this run's; refuse before writing anything
+        saved = out_dir / f"{row}-s{seed}" / "config.json"
+        if saved.exists():
+            check_same_settings(json.loads(saved.read_text())["config"], vars(args), ignore=("predictors", "seeds"),
+                                allow=args.allow_changed)
     t0 = time.time()
-    bar = tqdm(total=len(plan) * args.max_steps, desc="ablation", dynamic_ncols=True)
-    runs = [train_run(args, row, seed, data, device, bar) for row, seed in plan]
-    bar.close()
-    rows, verdict = summarise(runs)
-    n_val = (len(data["val"]) - 1) // args.block_size * args.block_size
-    result = dict(rows=rows, table=format_table(rows), verdict=verdict, runs=runs,
-                  wall_seconds=time.time() - t0, val_tokens=n_val,
-                  train_tokens_per_run=args.max_steps * args.batch_tokens, config=vars(args),
-                  cpu_model=cpu_model(), **run_info(device))
-    (out_dir / "results.json").write_text(json.dumps(result, indent=2))
+    # A fresh ablation must not replace the results or runs of an earlier one (--resume reuses them).
+    finished_work = ("results.json", "*/final.json", "*/ckpt.pt", "*/metrics.jsonl")
+    with RunFolder(out_dir, args.resume, args.overwrite, finished_work), StopOnSignal() as stop, \
+            tqdm(total=len(plan) * args.max_steps, desc="ablation", dynamic_ncols=True) as bar:
+        runs = [train_run(args, row, seed, data, device, bar, stop) for row, seed in plan]
+        bar.close()
+        rows, verdict = summarise(runs)
+        n_val = (len(data["val"]) - 1) // args.block_size * args.block_size
+        result = dict(rows=rows, table=format_table(rows), verdict=verdict, runs=runs,
+                      wall_seconds=time.time() - t0, val_tokens=n_val,
+                      train_tokens_per_run=args.max_steps * args.batch_tokens, config=vars(args),
+                      cpu_model=cpu_name(), **run_info(device))
+        write_json_atomic(out_dir / "results.json", result)
     print(f"\n{args.dataset}, {args.max_steps} steps x {args.batch_tokens} tokens per run, seeds {args.seeds}, "
           f"validation {n_val:,} tokens, {device}, wall {result['wall_seconds'] / 60:.1f} min")
     print(format_table(rows))

@@ -24,7 +24,6 @@ Glossary: B batch, T time, D width, S traces (3), C chunk size, MFU = model FLOP
 """
 # ----------------------------------------------------------------------------- imports
 import argparse
-import json
 import statistics
 import time
 from datetime import datetime, timezone
@@ -33,20 +32,37 @@ from pathlib import Path
 import torch
 
 import ema_lm as E
+from plumbing import make_optimizer, pick_device, write_json_atomic
 
 ROOT = Path(__file__).resolve().parent
 
 # ----------------------------------------------------------------------------- config / CLI
 
 
+PARTS = ("ceilings", "scan", "model")
+
+
 def get_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, mps or cpu")
-    p.add_argument("--parts", default="ceilings,scan,model", help="comma-separated parts to run")
-    p.add_argument("--chunk-sizes", default="", help="chunk sizes for the compiled scan (default: 16,32,64,128 on GPU, 64 on CPU)")
-    p.add_argument("--reps", type=int, default=0, help="timed repetitions per measurement (default: 20 on GPU, 3 on CPU)")
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto", help="auto: cuda, mps, then cpu")
+    p.add_argument("--parts", default=",".join(PARTS), help="comma-separated parts to run")
+    p.add_argument("--chunk-sizes", default="", help="chunk sizes for the compiled scan "
+                   "(default: 16,32,64,128 on GPU, 64 on CPU)")
+    p.add_argument("--reps", type=int, default=0, help="timed repetitions per measurement (0: 20 on GPU, 3 on CPU)")
     p.add_argument("--out", default=None, help="JSON output path (default: runs/bench/bench-<device>.json)")
-    return p.parse_args(argv)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    args = p.parse_args(argv)
+    args.parts = [x for x in args.parts.split(",") if x]
+    if not args.parts or set(args.parts) - set(PARTS):
+        p.error(f"--parts {','.join(args.parts)!r}: choose one or more of {','.join(PARTS)}")
+    try:
+        args.chunk_sizes = [int(c) for c in args.chunk_sizes.split(",") if c]
+    except ValueError:
+        p.error(f"--chunk-sizes {args.chunk_sizes!r}: give comma-separated integers, e.g. 32,64")
+    if any(c < 1 for c in args.chunk_sizes) or args.reps < 0:
+        p.error(f"--chunk-sizes {args.chunk_sizes} and --reps {args.reps}: chunk sizes must be >= 1, --reps >= 0")
+    return args
 
 
 # ----------------------------------------------------------------------------- timing
@@ -116,7 +132,8 @@ def bench_scan(shape, dtype, device: str, reps: int, chunk_sizes, copy_GBps: flo
                          fwd_x_floor=t_fwd / floor, fwd_bwd_x_floor=t_bwd / (2 * floor),
                          fwd_GBps=floor * copy_GBps / t_fwd, fwd_bwd_GBps=2 * floor * copy_GBps / t_bwd))
         print(f"  scan {tuple(shape)} {rows[-1]['dtype']:>8} {name:32s} fwd {t_fwd * 1e3:8.3f} ms "
-              f"({rows[-1]['fwd_x_floor']:5.1f}x floor)  fwd+bwd {t_bwd * 1e3:8.3f} ms ({rows[-1]['fwd_bwd_x_floor']:5.1f}x floor)")
+              f"({rows[-1]['fwd_x_floor']:5.1f}x floor)  fwd+bwd {t_bwd * 1e3:8.3f} ms "
+              f"({rows[-1]['fwd_bwd_x_floor']:5.1f}x floor)")
     return rows
 
 
@@ -131,7 +148,7 @@ def bench_model(preset: str, mixer: str, T: int, B: int, device: str, reps: int)
                         block_size=T, mixer=mixer, ffn=args.ffn)
     torch.manual_seed(0)
     model = E.LanguageModel(cfg).to(device)
-    opt = E.make_optimizer(model, args)
+    opt = make_optimizer(model, args.lr, args.weight_decay)
     step_model = torch.compile(model) if device == "cuda" else model
     use_bf16 = device == "cuda"
     x = torch.randint(0, 50257, (B, T), device=device)
@@ -165,11 +182,14 @@ def bench_model(preset: str, mixer: str, T: int, B: int, device: str, reps: int)
 
 def main(argv=None) -> dict:
     args = get_args(argv)
-    device = E.pick_device(args.device)
+    device = pick_device(args.device)
+    out = Path(args.out) if args.out else ROOT / "runs" / "bench" / f"bench-{device}.json"
+    if out.exists() and not args.overwrite:  # before the benchmark, not after it
+        raise SystemExit(f"{out} already holds a benchmark; add --overwrite to replace it, or choose another --out")
     gpu = device == "cuda"
     reps = args.reps or (20 if gpu else 3)
-    parts = set(args.parts.split(","))
-    chunk_sizes = [int(c) for c in args.chunk_sizes.split(",") if c] or ([16, 32, 64, 128] if gpu else [64])
+    parts = set(args.parts)
+    chunk_sizes = args.chunk_sizes or ([16, 32, 64, 128] if gpu else [64])
     result = dict(device=device, gpu=torch.cuda.get_device_name() if gpu else None, torch=torch.__version__,
                   date=datetime.now(timezone.utc).strftime("%Y-%m-%d"), threads=torch.get_num_threads())
     print(f"bench on {result['gpu'] or 'cpu'} ({result['threads']} threads), torch {torch.__version__}")
@@ -177,7 +197,8 @@ def main(argv=None) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32: the parity tests hold at 1e-5
     if "ceilings" in parts and gpu:
         result["ceilings"] = ceilings(device, reps)
-        print(f"  copy {result['ceilings']['copy_GBps']:,.0f} GB/s, bf16 matmul {result['ceilings']['bf16_matmul_TFLOPs']:.0f} TFLOP/s")
+        print(f"  copy {result['ceilings']['copy_GBps']:,.0f} GB/s, "
+              f"bf16 matmul {result['ceilings']['bf16_matmul_TFLOPs']:.0f} TFLOP/s")
     copy_GBps = result.get("ceilings", {}).get("copy_GBps", 4180.0 if gpu else 20.0)
     if "scan" in parts:
         result["scan"] = []
@@ -202,11 +223,7 @@ def main(argv=None) -> dict:
                 except Exception as err:  # noqa: BLE001 - recorded in the JSON and printed
                     print(f"  model {preset} {mixer} T={T} failed: {err!r}")
                     result["model"].append(dict(preset=preset, mixer=mixer, T=T, B=B, error=repr(err)))
-    out = Path(args.out) if args.out else ROOT / "runs" / "bench" / f"bench-{device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out)
+    write_json_atomic(out, result)
     print(f"wrote {out}")
     return result
 

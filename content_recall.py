@@ -47,10 +47,10 @@ bind each value to its key from learned absolute positions and sits at 1/K for t
 trace mixers score the same with or without it); attention heads of width 64 (one head below that) with
 learned absolute positions, as in ema_lm.py; no weight decay (pilots on the validation set: with 0.1 attention
 solved MQAR on one of two seeds, without it on both). The CPU preset shrinks Zoology's vocabulary 8192 -> 128,
-widths 64-512 -> 64-128 and lengths 64-512 -> 32-64 (pairs K = T/8) and trains 1000 steps of 16 sequences:
-there attention solves the task on every seed, while the matrix-state mixers are still learning (pilot:
-gla at D = 64, T = 64 reached 0.90 in 2500 steps, 0.05 in 1000), so the CPU map separates "cannot" (the
-traces) from "can, given budget" only together with a longer run (README).
+widths 64-512 -> 64-128 and lengths 64-512 -> 32-64 (pairs K = T/8) and trains 1000 steps of 1024 tokens
+(batch by length, as Zoology). There attention solves the task on every seed, while the slower learners are
+still learning (pilot: gla at D = 64, T = 64 reached 0.90 in 2500 steps, 0.05 in 1000; trace-attn-history 0.58
+in 3000), so the CPU map tells "cannot" from "not yet" only together with the longer run (README).
 
 Commands:
     python content_recall.py                                 # the CPU default (see Measured), 2 worker processes
@@ -68,6 +68,7 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -79,7 +80,7 @@ import torch.nn.functional as F
 
 from ema_lm import ALPHAS, MIXERS as LM_MIXERS, LanguageModel, ModelConfig, SPENBlock
 from mixers import state_floats
-from plumbing import lr_at, make_optimizer, pick_device, run_info, write_json_atomic
+from plumbing import RunFolder, StopOnSignal, lr_at, make_optimizer, pick_device, read_jsonl, run_info, write_json_atomic
 
 ROOT = Path(__file__).resolve().parent
 LOCALISATION = ("trace-attn-current", "trace-attn-history")
@@ -277,28 +278,46 @@ def job_key(job: dict) -> tuple:
 
 def _init_worker():
     torch.set_num_threads(1)  # one thread per run: the sweep's parallelism is across runs
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
 
 
-def run_jobs(jobs: list, workers: int, log_path: Path, t_start: float, done: dict) -> list:
-    """Run the jobs (most expensive first, for balance), print one line each and append it to runs.jsonl.
-    Jobs already in `done` (from runs.jsonl, with --resume) are not run again."""
+def next_result(results, pool, stop: StopOnSignal):
+    """The next finished run, or None once Ctrl-C or SIGTERM has arrived (checked every second with workers;
+    without them the run in progress finishes first)."""
+    while not stop.signum:
+        if pool is None:
+            return next(results)
+        try:
+            return results.next(timeout=1)
+        except multiprocessing.TimeoutError:
+            pass
+    return None
+
+
+def run_jobs(jobs: list, workers: int, run: RunFolder, stop: StopOnSignal, t_start: float, done: dict) -> list:
+    """Run the jobs (most expensive first, for balance), print one line each and append it to metrics.jsonl.
+    Jobs already in `done` (from metrics.jsonl, with --resume) are not run again. On Ctrl-C or SIGTERM the
+    finished runs stay in metrics.jsonl and the sweep exits (130 / 143); --resume continues it."""
     out = [done[job_key(j)] for j in jobs if job_key(j) in done]
     todo = sorted((j for j in jobs if job_key(j) not in done), key=lambda j: -j["D"] * (j["D"] + 32) * j["T"] * j["B"])
     if out:
-        print(f"{len(out)} runs reused from {log_path}, {len(todo)} to go")
+        print(f"{len(out)} runs reused from {run.metrics}, {len(todo)} to go")
     pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker) if workers > 1 and todo else None
     results = pool.imap_unordered(train_run, todo) if pool else map(train_run, todo)
-    with open(log_path, "a") as log:
-        for i, r in enumerate(results, 1):
-            out.append(r)
-            log.write(json.dumps(r) + "\n")
-            log.flush()
-            print(f"[{i}/{len(todo)}] {r['split']:4s} {r['mixer']:18s} D={r['D']:<4d} T={r['T']:<4d} lr={r['lr']:.0e} "
-                  f"seed={r['seed']}: acc {r['acc']:.3f} loss {r['loss']:.3f} ({r['seconds']:.0f} s; "
-                  f"{(time.perf_counter() - t_start) / 60:.1f} min elapsed)", flush=True)
+    for i in range(1, len(todo) + 1):
+        r = next_result(results, pool, stop)
+        if r is None:
+            break
+        out.append(r)
+        run.log(r)
+        print(f"[{i}/{len(todo)}] {r['split']:4s} {r['mixer']:18s} D={r['D']:<4d} T={r['T']:<4d} lr={r['lr']:.0e} "
+              f"seed={r['seed']}: acc {r['acc']:.3f} loss {r['loss']:.3f} ({r['seconds']:.0f} s; "
+              f"{(time.perf_counter() - t_start) / 60:.1f} min elapsed)", flush=True)
     if pool:
-        pool.close()
+        pool.terminate() if stop.signum else pool.close()
         pool.join()
+    if stop.signum:
+        stop.exit(f"{len(out)} finished runs are kept in {run.metrics}; add --resume to continue the sweep")
     return out
 
 
@@ -337,30 +356,35 @@ def save_figure(summary: list, path: Path) -> bool:
     one panel per length, one line per mixer (its points are the widths), error bars over seeds."""
     try:
         import matplotlib
+        import matplotlib.ticker
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib is not installed: no figure (pip install matplotlib); the table and JSON are complete")
         return False
     lengths = sorted({r["T"] for r in summary})
-    fig, axes = plt.subplots(1, len(lengths), figsize=(4.2 * len(lengths), 3.4), sharey=True, squeeze=False)
-    styles = {m: dict(color=f"C{i}", ls="--" if m in LOCALISATION else "-") for i, m in enumerate(MIXERS)}
+    fig, axes = plt.subplots(1, len(lengths), figsize=(4.6 * len(lengths), 3.6), sharey=True, squeeze=False)
+    markers = dict(zip(MIXERS, "ovs^DoPX"))
     for ax, T in zip(axes[0], lengths):
-        for mixer in MIXERS:
+        for i, mixer in enumerate(MIXERS):
             rs = sorted((r for r in summary if r["mixer"] == mixer and r["T"] == T), key=lambda r: r["state_floats"])
             if rs:
                 ax.errorbar([r["state_floats"] for r in rs], [r["acc_mean"] for r in rs],
-                            yerr=[r["acc_std"] for r in rs], marker="o", ms=4, capsize=3, label=mixer, **styles[mixer])
+                            yerr=[r["acc_std"] for r in rs], marker=markers[mixer], ms=5, capsize=3, label=mixer,
+                            color=f"C{i}", ls="--" if mixer in LOCALISATION else "-", alpha=0.85)
         K = next(r["K"] for r in summary if r["T"] == T)
-        ax.axhline(1 / K, color="gray", ls=":", lw=1, label="1/K (a guess among the K values)")
+        ax.axhline(1 / K, color="gray", ls=":", lw=1, label="1/K: a guess among the K values")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(f"T = {T}, {K} pairs")
         ax.set_xlabel("state size (floats per block)")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("MQAR test accuracy")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(5, len(labels)), fontsize=8)
+    legend = {}
+    for ax in axes[0]:  # every label once, whichever panel has it
+        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.legend(legend.values(), legend.keys(), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=5, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -373,13 +397,15 @@ def save_figure(summary: list, path: Path) -> bool:
 PRESETS = {
     # Sized for 30 minutes on 2 idle CPU cores (two runs at a time, one thread each): the widths and lengths at
     # which attention, with the short convolution, solves MQAR on every seed within 1000 steps (pilots on the
-    # validation set). Vocabulary 128 > T; pairs K = T/8, twice Zoology's density, so that T = 32 asks 4.
-    "cpu": dict(widths="64,128", lengths="32,64", kv_pairs="4,8", batch="16", vocab=128, steps=1000,
+    # validation set). Vocabulary 128 > T; pairs K = T/8, twice Zoology's density, so that T = 32 asks 4;
+    # batch by length, 1024 tokens a step (with 16 sequences at T = 32, attention at D = 128 failed 2 seeds of 3).
+    "cpu": dict(widths="64,128", lengths="32,64", pairs={32: 4, 64: 8}, tokens=1024, vocab=128, steps=1000,
                 lrs="1e-3,3e-3,1e-2", lr_width=64, lr_length=64, n_test=1000, n_val=500, seeds="0,1,2",
                 early_stop=0.0),
     # Zoology Figure 2 scale: vocabulary 8192, widths 64-512, lengths 64-512 with 4-64 pairs, batch by length
     # (about 16k tokens a step), up to 20k steps with early stop at 0.99 validation accuracy, lr from a log grid.
-    "zoology": dict(widths="64,128,256,512", lengths="64,128,256,512", kv_pairs="4,8,16,64", batch="256,128,64,32",
+    "zoology": dict(widths="64,128,256,512", lengths="64,128,256,512", pairs={64: 4, 128: 8, 256: 16, 512: 64},
+                    tokens=16384,
                     vocab=8192, steps=20000, lrs="1e-4,3e-4,1e-3,3e-3,1e-2", lr_width=128, lr_length=256,
                     n_test=3000, n_val=1000, seeds="0,1,2", early_stop=0.99),
 }
@@ -392,8 +418,10 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mixers", default=",".join(MIXERS), help="comma-separated mixers to compare")
     p.add_argument("--widths", default=None, help="comma-separated model widths D")
     p.add_argument("--lengths", default=None, help="comma-separated sequence lengths T")
-    p.add_argument("--kv-pairs", default=None, help="comma-separated key-value pairs K, one per length")
-    p.add_argument("--batch", default=None, help="comma-separated sequences per step, one per length")
+    p.add_argument("--kv-pairs", default=None, help="comma-separated key-value pairs K, one per length (default: the "
+                   "preset's for its lengths, else T/8)")
+    p.add_argument("--batch", default=None, help="comma-separated sequences per step, one per length (default: the "
+                   "preset's tokens per step / T)")
     p.add_argument("--vocab", type=int, default=None, help="vocabulary V > every T (keys: 1..V/2-1, values: V/2..V-1)")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps per run (equal for every mixer)")
     p.add_argument("--lrs", default=None, help="learning-rate grid, swept per mixer on the validation set")
@@ -422,13 +450,17 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=None, help="parallel runs, one CPU thread each (default: 2 on CPU, 1 on GPU)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, mps or cpu")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile each model (default: on for cuda only)")
-    p.add_argument("--out-dir", default=str(ROOT / "runs" / "content_recall"), help="folder for results.json, runs.jsonl and the figure")
-    p.add_argument("--resume", action="store_true", help="reuse the finished runs in <out-dir>/runs.jsonl that have the same budget")
-    p.add_argument("--overwrite", action="store_true", help="start afresh in an --out-dir that holds runs (they are deleted)")
+    p.add_argument("--out-dir", default=str(ROOT / "runs" / "content_recall"), help="folder for results.json, metrics.jsonl and the figure")
+    fresh_or_not = p.add_mutually_exclusive_group()
+    fresh_or_not.add_argument("--resume", action="store_true", help="reuse the finished runs in <out-dir>/metrics.jsonl "
+                              "that have the same budget")
+    fresh_or_not.add_argument("--overwrite", action="store_true", help="start afresh in an --out-dir that holds "
+                              "runs (they are deleted)")
     p.add_argument("--figure", action=argparse.BooleanOptionalAction, default=True, help="save the figure (needs matplotlib; skipped without it)")
     args = p.parse_args(argv)
-    for k, v in PRESETS[args.preset].items():
-        if getattr(args, k) is None:
+    preset = PRESETS[args.preset]
+    for k, v in preset.items():
+        if getattr(args, k, "") is None:
             setattr(args, k, v)
 
     def ints(flag: str, text) -> list:
@@ -442,7 +474,9 @@ def get_args(argv=None) -> argparse.Namespace:
 
     args.mixers = [m for m in args.mixers.split(",") if m]
     args.widths, args.lengths = ints("widths", args.widths), ints("lengths", args.lengths)
-    args.kv_pairs, args.batch, args.seeds = ints("kv-pairs", args.kv_pairs), ints("batch", args.batch), ints("seeds", args.seeds)
+    args.seeds = ints("seeds", args.seeds)
+    args.kv_pairs = ints("kv-pairs", args.kv_pairs) if args.kv_pairs else [preset["pairs"].get(T, max(1, T // 8)) for T in args.lengths]
+    args.batch = ints("batch", args.batch) if args.batch else [max(1, preset["tokens"] // T) for T in args.lengths]
     try:
         args.lrs = [float(v) for v in str(args.lrs).split(",") if v]
     except ValueError:
@@ -482,17 +516,8 @@ def main(argv=None) -> dict:
     device = pick_device(args.device)
     workers = args.workers if args.workers is not None else (min(2, os.cpu_count() or 1) if device == "cpu" else 1)
     out_dir = Path(args.out_dir)
-    log_path = out_dir / "runs.jsonl"
-    if log_path.exists() and not (args.resume or args.overwrite):
-        raise SystemExit(f"{out_dir} already holds runs ({log_path}). Add --resume to reuse the finished ones, "
-                         "--overwrite to delete them and start again, or pick another --out-dir.")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if args.overwrite:
-        log_path.unlink(missing_ok=True)
-    done = {}
-    for r in (json.loads(line) for line in log_path.read_text().splitlines() if line.strip()) if args.resume and log_path.exists() else ():
-        if r.get("budget") == budget(args):
-            done[job_key(r)] = r
+    done = {job_key(r): r for r in read_jsonl(out_dir / "metrics.jsonl") if r.get("budget") == budget(args)} \
+        if args.resume else {}
     lr_T = args.lr_length if args.lr_length in args.lengths else args.lengths[0]
     lr_D = args.lr_width if args.lr_width in args.widths else args.widths[0]
     setting = {T: (K, B) for T, K, B in zip(args.lengths, args.kv_pairs, args.batch)}
@@ -503,23 +528,25 @@ def main(argv=None) -> dict:
           f"batch {args.batch}), V {args.vocab}, seeds {args.seeds}, {args.steps} steps; {n_runs} runs on {device} "
           f"with {workers} worker(s)")
 
-    # 1. Learning rate per mixer: one width and length, the first seed, scored on the validation set.
-    common = dict(args=args, T=lr_T, K=setting[lr_T][0], B=setting[lr_T][1], D=lr_D, seed=args.seeds[0], split="val")
-    lr_runs = run_jobs([dict(common, mixer=m, lr=lr) for m in args.mixers for lr in args.lrs] if len(args.lrs) > 1
-                       else [], workers, log_path, t_start, done)
-    chosen_lr = {}
-    for m in args.mixers:
-        rs = [r for r in lr_runs if r["mixer"] == m]
-        chosen_lr[m] = max(rs, key=lambda r: (r["acc"], -r["loss"]))["lr"] if rs else args.lrs[0]
+    # metrics.jsonl is the folder's metrics file: one line per finished run, the record --resume reads back.
+    with RunFolder(out_dir, args.resume, args.overwrite, protected=("metrics.jsonl", "results.json")) as run, \
+            StopOnSignal() as stop:
+        # 1. Learning rate per mixer: one width and length, the first seed, scored on the validation set.
+        common = dict(args=args, T=lr_T, K=setting[lr_T][0], B=setting[lr_T][1], D=lr_D, seed=args.seeds[0], split="val")
+        lr_runs = run_jobs([dict(common, mixer=m, lr=lr) for m in args.mixers for lr in args.lrs] if len(args.lrs) > 1
+                           else [], workers, run, stop, t_start, done)
+        chosen_lr = {}
+        for m in args.mixers:
+            rs = [r for r in lr_runs if r["mixer"] == m]
+            chosen_lr[m] = max(rs, key=lambda r: (r["acc"], -r["loss"]))["lr"] if rs else args.lrs[0]
 
-    # 2. The sweep, every mixer at its own learning rate, scored on the test set; the localisation rows (the
-    #    paper's predictor ablation, which only needs a point where a content gap exists) at the lr point only.
-    jobs = [dict(args=args, mixer=m, D=D, T=T, K=setting[T][0], B=setting[T][1], lr=chosen_lr[m], seed=s, split="test")
-            for m in args.mixers for T in args.lengths for D in args.widths for s in args.seeds
-            if m not in LOCALISATION or (D, T) == (lr_D, lr_T)]
-    runs = run_jobs(jobs, workers, log_path, t_start, done)
-    wall = time.perf_counter() - t_start
-
+        # 2. The sweep, every mixer at its own learning rate, scored on the test set; the localisation rows (the
+        #    paper's predictor ablation, which only needs a point where a content gap exists) at the lr point only.
+        jobs = [dict(args=args, mixer=m, D=D, T=T, K=setting[T][0], B=setting[T][1], lr=chosen_lr[m], seed=s, split="test")
+                for m in args.mixers for T in args.lengths for D in args.widths for s in args.seeds
+                if m not in LOCALISATION or (D, T) == (lr_D, lr_T)]
+        runs = run_jobs(jobs, workers, run, stop, t_start, done)
+        wall = time.perf_counter() - t_start
     summary = summarise(runs)
     table = format_table(summary, chosen_lr)
     print(f"\nMQAR test accuracy (mean +- std over seeds {args.seeds}; {args.n_test} test sequences per length)")

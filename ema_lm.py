@@ -30,6 +30,7 @@ Commands:
     python ema_lm.py --compare runs/ptb-ema-small-s* runs/ptb-attention-small-s*   # the table over seeds
     python ema_lm.py --device cuda                     # the same run on a GPU
     python ema_lm.py --device cuda --preset paper --dataset fineweb --eval-datasets c4,wikitext103
+    torchrun --standalone --nproc_per_node=8 ema_lm.py --preset paper --dataset fineweb   # the same on 8 GPUs (DDP)
 
 Measured (seeds 0, 1, 2; 2-core CPU, one thread per run; README "Results"): default small preset on PTB,
 614k tokens, SPEN (7.29M parameters) validation perplexity 137.3 +- 1.0, the attention control (7.24M)
@@ -43,8 +44,6 @@ import argparse
 import json
 import math
 import os
-import platform
-import subprocess
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -54,10 +53,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from data.common import load_tokens
+from data.common import gpt2_encoding, load_tokens
 from mixers import LearnedTraces, LinearAttention, SelectiveTraces
+from plumbing import (RunFolder, StopOnSignal, agree_across_ranks, check_ranges, check_same_settings,
+                      compiled_or_eager, init_distributed, load_checkpoint, lr_at, make_optimizer, pick_device,
+                      restore_training_state, run_info, save_checkpoint, training_state, write_json_atomic)
 
 ROOT = Path(__file__).resolve().parent
 ALPHAS = (0.5, 0.1, 0.02)  # paper, Figure 1: fast, medium, slow; constants, never learned
@@ -116,7 +119,7 @@ def ema_decay_matrices(alphas: tuple, C: int, N: int, device: torch.device):
 
 
 def ema_scan(x: torch.Tensor, alphas, chunk_size: int = 64) -> torch.Tensor:
-    """The same traces as ema_scan_reference, in three matrix products instead of T sequential steps.
+    """The same traces as ema_scan_reference (ema_lm.py), in three matrix products, not T sequential steps.
 
     Inside a chunk of C positions with carried state c (the trace just before the chunk):
         h_i = sum_{j<=i} a lam^(i-j) x_j  +  lam^(i+1) c,        lam = 1 - a
@@ -137,8 +140,6 @@ def ema_scan(x: torch.Tensor, alphas, chunk_size: int = 64) -> torch.Tensor:
     carry = torch.einsum("snm,bmsd->bnsd", A.to(x.dtype), own)  # (B, N, S, D): trace before chunk n
     h = M.to(x.dtype) @ torch.cat([xc, carry], 2)  # (B, N, C*S, D)
     return h.view(B, N * C, S, D)[:, :T]  # (B, T, S, D)
-
-
 
 
 # ----------------------------------------------------------------------------- model: blocks
@@ -319,7 +320,6 @@ def val_windows(data: np.ndarray, T: int, n_tokens: int) -> torch.Tensor:
     return torch.from_numpy(data[:n * T + 1].astype(np.int64))
 
 
-
 # ----------------------------------------------------------------------------- evaluation
 
 
@@ -370,7 +370,7 @@ def token_classes(tokens: torch.Tensor, T: int) -> np.ndarray:
 
 def loss_by_class(losses: torch.Tensor, classes: np.ndarray) -> dict:
     """Mean loss and token count per class, plus the mean over all tokens."""
-    losses = losses.numpy().ravel()
+    losses = losses.double().numpy().ravel()
     out = {"all": dict(loss=float(losses.mean()), count=int(losses.size))}
     for c, name in enumerate(TOKEN_CLASSES):
         mask = classes.ravel() == c
@@ -453,72 +453,24 @@ def compare_runs(run_dirs: list) -> dict:
 # ----------------------------------------------------------------------------- training loop
 
 
-def pick_device(name: str) -> str:
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    return "mps" if torch.backends.mps.is_available() else "cpu"
-
-
-def lr_at(step: int, args) -> float:
-    """Linear warm-up, then cosine decay to min_lr_ratio * lr at max_steps."""
-    if step < args.warmup_steps:
-        return args.lr * (step + 1) / args.warmup_steps
-    progress = min(1.0, (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps))
-    return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def make_optimizer(model: nn.Module, args) -> torch.optim.AdamW:
-    decay = [p for p in model.parameters() if p.dim() >= 2]  # matrices and embeddings
-    no_decay = [p for p in model.parameters() if p.dim() < 2]  # norm gains
-    return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
-
-
-def save_checkpoint(path: Path, obj: dict):
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # atomic: a crash mid-write leaves the previous checkpoint intact
-
-
-def load_checkpoint(path: Path, cfg: ModelConfig) -> dict:
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}; train first (without --resume/--sample) "
-                                "or point --out-dir at a run folder")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if ckpt["model_config"] != asdict(cfg):
-        diff = {k: (v, asdict(cfg)[k]) for k, v in ckpt["model_config"].items() if asdict(cfg).get(k) != v}
-        raise ValueError(f"checkpoint {path} was trained with another model config (checkpoint, now): {diff}; "
-                         "pass the same --preset/--mixer/--ffn/size flags or use another --out-dir")
-    return ckpt
-
-
-def run_info(device: str) -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
-    gpu = torch.cuda.get_device_name() if device == "cuda" else None
-    return dict(torch=torch.__version__, python=platform.python_version(), device=device, gpu=gpu,
-                cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads(), commit=commit)
-
-
-def compiled_or_eager(model: LanguageModel, batch: int, device: str, autocast) -> nn.Module:
-    """torch.compile(model), tried once on a dummy batch (forward and backward, so both graphs are built);
-    if the compiler fails on this torch/GPU, say so and train eagerly rather than not at all."""
-    compiled = torch.compile(model)
-    try:
-        idx = torch.zeros(batch, model.cfg.block_size, dtype=torch.long, device=device)
-        with autocast:
-            _, loss = compiled(idx, idx)
-        loss.backward()
-    except Exception as err:  # noqa: BLE001 - any compiler failure; the message is printed
-        print(f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-              "training without it (pass --no-compile to skip the attempt)")
-        compiled = model
-    model.zero_grad(set_to_none=True)
-    return compiled
+def train_step(train_model: nn.Module, data: np.ndarray, args, gen: torch.Generator, device: str, autocast,
+               rank: int = 0, world: int = 1) -> float:
+    """Forward and backward passes of one optimiser step (accum micro-batches); returns this process's mean loss.
+    Every process draws every window from `gen` in the same order, so a checkpoint resumes on any number of
+    processes, and computes micro-batches rank, rank + world, ...; DDP averages the gradients on the last one
+    (no_sync skips the all-reduce before it), which is the one-process gradient up to float rounding."""
+    accum = args.batch_tokens // (args.micro_batch * args.block_size)
+    own, loss_sum = accum // world, 0.0
+    for i in range(accum):
+        x, y = get_batch(data, args.micro_batch, args.block_size, gen, device)
+        if i % world != rank:
+            continue
+        with train_model.no_sync() if world > 1 and i < accum - world else nullcontext():
+            with autocast:
+                _, loss = train_model(x, y)
+            (loss / own).backward()
+        loss_sum += loss.item() / own
+    return loss_sum
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -527,72 +479,79 @@ def compiled_or_eager(model: LanguageModel, batch: int, device: str, autocast) -
 PRESETS = {
     # CPU-sized: 300 steps of 2048 tokens (about half an epoch of PTB); ~1,800 tokens/s on 2 cores (bench.py), ~6 min.
     # Most of its time is the 50k-way output layer, which no width choice below can avoid.
-    "small": dict(n_layer=4, d_model=128, n_head=4, block_size=128, max_steps=300, batch_tokens=2048,
-                  micro_batch=16, lr=3e-3, warmup_steps=30, eval_tokens=65536, eval_interval=100),
-    # The paper's recipe: 130M SPEN, ~8B tokens (paper), 0.5M tokens per step, context 1024.
-    "paper": dict(n_layer=12, d_model=768, n_head=12, block_size=1024, max_steps=16000,
-                  batch_tokens=524288, micro_batch=16, lr=6e-4, warmup_steps=700,
-                  eval_tokens=4194304, eval_interval=1000),
+    "small": dict(n_layer=4, d_model=128, n_head=4, block_size=128, max_steps=300, batch_tokens=2048, micro_batch=16,
+                  lr=3e-3, warmup_steps=30, eval_tokens=65536, eval_interval=100, checkpoint_interval=100),
+    # The paper's recipe: 130M SPEN, ~8B tokens (paper), 0.5M tokens per step, context 1024; a checkpoint every ~5 min.
+    "paper": dict(n_layer=12, d_model=768, n_head=12, block_size=1024, max_steps=16000, batch_tokens=524288,
+                  micro_batch=16, lr=6e-4, warmup_steps=700, eval_tokens=4194304, eval_interval=1000,
+                  checkpoint_interval=250),
 }
 DATASETS = ("ptb", "c4", "fineweb", "wikitext103")
 EVAL_SPLIT = {"ptb": "val", "c4": "val", "fineweb": "val", "wikitext103": "test"}
 
 
 def get_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model size and training budget")
-    p.add_argument("--mixer", choices=MIXERS, default="ema", help="how positions are mixed: the SPEN block with fixed, "
-                   "learned or input-dependent traces; linear attention with constant or input-dependent decays; "
-                   "or softmax attention (mixers.py)")
-    p.add_argument("--ffn", choices=["sparse", "dense"], default=None, help="FFN type (default: sparse for the SPEN mixers, dense for the attention ones)")
-    p.add_argument("--n-layer", type=int, default=None, help="blocks (overrides the preset)")
-    p.add_argument("--d-model", type=int, default=None, help="model width D (overrides the preset)")
-    p.add_argument("--d-ffn", type=int, default=None, help="FFN hidden width H (default: 3D for the SPEN mixers, 4D for the attention ones)")
-    p.add_argument("--n-head", type=int, default=None, help="heads of attention, linattn and gla (overrides the preset)")
-    p.add_argument("--block-size", type=int, default=None, help="training context length T (overrides the preset)")
-    p.add_argument("--dataset", choices=DATASETS, default="ptb", help="training corpus (data/<name>/train.bin)")
-    p.add_argument("--eval-datasets", default="", help="comma-separated extra datasets to report perplexity on, e.g. c4,wikitext103")
-    p.add_argument("--max-steps", type=int, default=None, help="optimiser steps (overrides the preset)")
-    p.add_argument("--steps-this-run", type=int, default=0, help="stop after this many steps, leaving a checkpoint for --resume (0 = run to the end)")
-    p.add_argument("--batch-tokens", type=int, default=None, help="tokens per optimiser step; gradient accumulation is derived from it")
-    p.add_argument("--micro-batch", type=int, default=None, help="sequences per forward pass")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (overrides the preset)")
-    p.add_argument("--min-lr-ratio", type=float, default=0.1, help="final learning rate as a fraction of --lr")
-    p.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (overrides the preset)")
-    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on matrices")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this (0 = off)")
-    p.add_argument("--eval-interval", type=int, default=None, help="evaluate every this many steps")
-    p.add_argument("--eval-tokens", type=int, default=None, help="tokens in the fixed validation set (from the start of val.bin)")
-    p.add_argument("--seed", type=int, default=0, help="seed for initialisation and data sampling")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, mps or cpu")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model (default: on for cuda only)")
-    p.add_argument("--out-dir", default=None, help="run folder for metrics and checkpoints (default: runs/<dataset>-<mixer>-<preset>-s<seed>)")
-    p.add_argument("--resume", action="store_true", help="continue from <out-dir>/ckpt.pt exactly")
-    p.add_argument("--sample", action="store_true", help="generate text from <out-dir>/ckpt.pt instead of training")
-    p.add_argument("--prompt", default="the company said", help="prompt for --sample")
-    p.add_argument("--sample-tokens", type=int, default=50, help="tokens to generate with --sample")
-    p.add_argument("--eval-only", action="store_true", help="score <out-dir>/ckpt.pt (loss by token class, copy probe) "
-                   "into <out-dir>/eval.json instead of training")
-    p.add_argument("--compare", nargs="+", metavar="RUN_DIR", default=None, help="print loss by token class and the "
-                   "copy probe over these finished runs, grouped by mixer, and the share of each gap per class")
+    add = p.add_argument
+    add("--preset", choices=sorted(PRESETS), default="small", help="model size and training budget")
+    add("--mixer", choices=MIXERS, default="ema", help="how positions are mixed: traces or attention (docstring)")
+    add("--ffn", choices=["sparse", "dense"], default=None, help="default: sparse for the SPEN mixers, else dense")
+    add("--n-layer", type=int, default=None, help="blocks (overrides the preset)")
+    add("--d-model", type=int, default=None, help="model width D (overrides the preset)")
+    add("--d-ffn", type=int, default=None, help="FFN hidden width H (default: 3D for the SPEN mixers, 4D otherwise)")
+    add("--n-head", type=int, default=None, help="heads of attention, linattn and gla (overrides the preset)")
+    add("--block-size", type=int, default=None, help="training context length T (overrides the preset)")
+    add("--dataset", choices=DATASETS, default="ptb", help="training corpus (data/<name>/train.bin)")
+    add("--eval-datasets", default="", help="comma-separated extra datasets to score, e.g. c4,wikitext103")
+    add("--max-steps", type=int, default=None, help="optimiser steps (overrides the preset)")
+    add("--steps-this-run", type=int, default=0, help="stop after this many steps (0 = run to the end)")
+    add("--batch-tokens", type=int, default=None, help="tokens per optimiser step, however many processes share it")
+    add("--micro-batch", type=int, default=None, help="sequences per forward pass")
+    add("--lr", type=float, default=None, help="peak learning rate (overrides the preset)")
+    add("--min-lr-ratio", type=float, default=0.1, help="final learning rate as a fraction of --lr")
+    add("--warmup-steps", type=int, default=None, help="linear warm-up steps (overrides the preset)")
+    add("--weight-decay", type=float, default=0.1, help="AdamW weight decay on matrices")
+    add("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this (0 = off)")
+    add("--eval-interval", type=int, default=None, help="evaluate every this many steps")
+    add("--checkpoint-interval", type=int, default=None, help="write ckpt.pt every this many steps (and on Ctrl-C)")
+    add("--eval-tokens", type=int, default=None, help="tokens in the fixed validation set (from the start of val.bin)")
+    add("--seed", type=int, default=0, help="seed for initialisation and data sampling")
+    add("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto", help="auto: cuda, then mps, then cpu")
+    add("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile (default: on cuda only)")
+    add("--out-dir", default=None, help="run folder (default: runs/<dataset>-<mixer>-<preset>-s<seed>)")
+    fresh_or_not = p.add_mutually_exclusive_group()
+    fresh_or_not.add_argument("--resume", action="store_true", help="continue from <out-dir>/ckpt.pt exactly")
+    fresh_or_not.add_argument("--overwrite", action="store_true", help="start afresh in an --out-dir that holds a run")
+    add("--allow-changed", action="store_true", help="let --resume change settings (they are listed)")
+    add("--sample", action="store_true", help="generate text from <out-dir>/ckpt.pt instead of training")
+    add("--prompt", default="the company said", help="prompt for --sample")
+    add("--sample-tokens", type=int, default=50, help="tokens to generate with --sample")
+    add("--eval-only", action="store_true", help="score <out-dir>/ckpt.pt by token class into <out-dir>/eval.json")
+    add("--compare", nargs="+", metavar="RUN_DIR", default=None, help="table over finished runs, grouped by mixer")
     args = p.parse_args(argv)
-    for k, v in PRESETS[args.preset].items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    if args.ffn is None:
-        args.ffn = "sparse" if args.mixer in SPEN_MIXERS else "dense"
+    vars(args).update({k: v for k, v in PRESETS[args.preset].items() if getattr(args, k) is None})  # unset flags
+    args.ffn = args.ffn or ("sparse" if args.mixer in SPEN_MIXERS else "dense")
     if args.d_ffn is None:
         args.d_ffn = (3 if args.mixer in SPEN_MIXERS else 4) * args.d_model
+    check_ranges(p, args, positive=("n_layer", "d_model", "d_ffn", "n_head", "block_size", "max_steps", "batch_tokens",
+                                    "micro_batch", "lr", "eval_interval", "checkpoint_interval", "sample_tokens"),
+                 non_negative=("steps_this_run", "warmup_steps", "weight_decay", "grad_clip"),
+                 fraction=("min_lr_ratio",))
     args.eval_datasets = [d for d in args.eval_datasets.split(",") if d]
-    for d in args.eval_datasets:
-        if d not in DATASETS:
-            p.error(f"--eval-datasets: unknown dataset {d!r}; choose from {', '.join(DATASETS)}")
-    if args.batch_tokens % (args.micro_batch * args.block_size):
-        p.error(f"--batch-tokens {args.batch_tokens} must be a multiple of micro-batch x block-size "
-                f"= {args.micro_batch * args.block_size}")
-    if args.out_dir is None:
-        args.out_dir = str(ROOT / "runs" / f"{args.dataset}-{args.mixer}-{args.preset}-s{args.seed}")
+    if set(args.eval_datasets) - set(DATASETS):
+        p.error(f"--eval-datasets: unknown {sorted(set(args.eval_datasets) - set(DATASETS))}; choose from {DATASETS}")
+    width = {"attention": args.n_head, "linattn": 2 * args.n_head, "gla": 2 * args.n_head}.get(args.mixer, 1)
+    if args.d_model % width:  # every head gets an equal share of the width (linear attention: keys get half of it)
+        p.error(f"--n-head {args.n_head}: --mixer {args.mixer} needs --d-model {args.d_model} divisible by {width}")
+    if args.eval_tokens < args.block_size:
+        p.error(f"--eval-tokens {args.eval_tokens}: less than one validation window of --block-size {args.block_size}")
+    if args.sample and not args.prompt.strip():
+        p.error("--prompt '': --sample continues a text; give one, e.g. --prompt 'the company said'")
+    unit = args.micro_batch * args.block_size * int(os.environ.get("WORLD_SIZE", "1"))  # x torchrun's processes
+    if args.batch_tokens % unit:  # every process computes the same number of micro-batches
+        p.error(f"--batch-tokens {args.batch_tokens}: use a multiple of micro-batch x block-size x processes, {unit}")
+    args.out_dir = args.out_dir or str(ROOT / "runs" / f"{args.dataset}-{args.mixer}-{args.preset}-s{args.seed}")
     return args
 
 
@@ -604,20 +563,18 @@ def main(argv=None) -> dict:
     if args.compare:
         return compare_runs(args.compare)
     device = pick_device(args.device)
+    rank, world = init_distributed(device)  # (0, 1) unless torchrun started several processes
     compile_model = args.compile if args.compile is not None else device == "cuda"
     use_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
     out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / "ckpt.pt"
-
     torch.manual_seed(args.seed)
     cfg = ModelConfig(n_layer=args.n_layer, d_model=args.d_model, d_ffn=args.d_ffn, n_head=args.n_head,
                       block_size=args.block_size, mixer=args.mixer, ffn=args.ffn)
     model = LanguageModel(cfg).to(device)
 
     if args.sample:
-        from data.common import gpt2_encoding
         model.load_state_dict(load_checkpoint(ckpt_path, cfg)["model"])
         enc = gpt2_encoding()
         idx = torch.tensor([enc.encode_ordinary(args.prompt)], device=device)
@@ -644,98 +601,94 @@ def main(argv=None) -> dict:
     if args.eval_only:
         ckpt = load_checkpoint(ckpt_path, cfg)
         model.load_state_dict(ckpt["model"])
-        result = dict(final_scores(), step=ckpt["step"], tokens_seen=ckpt["tokens_seen"], params=model.num_params())
-        (out_dir / "eval.json").write_text(json.dumps(result, indent=2))
+        with RunFolder(out_dir, resume=True):  # not into a folder that a training run is writing
+            result = dict(final_scores(), step=ckpt["step"], tokens_seen=ckpt["tokens_seen"], params=model.num_params())
+            write_json_atomic(out_dir / "eval.json", result)
         print_scores(result, args.dataset)
         return result
-    optimizer = make_optimizer(model, args)
+    optimizer = make_optimizer(model, args.lr, args.weight_decay)
     gen = torch.Generator().manual_seed(args.seed)
     step, tokens_seen, seconds = 0, 0, 0.0
     if args.resume:
         ckpt = load_checkpoint(ckpt_path, cfg)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        gen.set_state(ckpt["data_rng"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        check_same_settings(ckpt["args"], vars(args), ignore=("prompt", "sample_tokens"), allow=args.allow_changed)
+        restore_training_state(ckpt, model, optimizer, gen)
         step, tokens_seen, seconds = ckpt["step"], ckpt["tokens_seen"], ckpt["seconds"]
     train_model = compiled_or_eager(model, args.micro_batch, device, autocast) if compile_model else model
-    accum = args.batch_tokens // (args.micro_batch * cfg.block_size)
+    if world > 1:  # DDP averages the gradients over the processes; `model` stays the module we save and evaluate
+        train_model = DDP(train_model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None)
     n_params = model.num_params()
-    peak_flops = 989e12 if device == "cuda" else None  # H100/H200 dense bf16 datasheet; MFU on GPU only
-    info = dict(config=vars(args), model_config=asdict(cfg), params=n_params, **run_info(device))
-    (out_dir / "config.json").write_text(json.dumps(info, indent=2))
-    log = open(out_dir / "metrics.jsonl", "a")
-    print(f"{cfg.mixer} / {cfg.ffn} FFN: {n_params / 1e6:.2f}M parameters, {device}, "
-          f"{'bf16' if use_bf16 else 'fp32'}, compile={compile_model}, accum={accum}")
-
-    def checkpoint():
-        save_checkpoint(ckpt_path, dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
-                                        model_config=asdict(cfg), args=vars(args), step=step,
-                                        tokens_seen=tokens_seen, seconds=seconds, data_rng=gen.get_state(),
-                                        torch_rng=torch.get_rng_state()))
-
-    def eval_all() -> dict:
-        losses = {f"val_loss_{d}": evaluate(model, v, cfg.block_size, args.micro_batch, device, autocast)
-                  for d, v in val_sets.items()}
-        return dict(losses, **copy_probe(model, probe, device, autocast))
-
+    peak_flops = 989e12 * world if device == "cuda" else None  # H100/H200 dense bf16 datasheet; MFU on GPU only
     stop_at = min(args.max_steps, step + args.steps_this_run) if args.steps_this_run else args.max_steps
-    bar = tqdm(total=args.max_steps, initial=step, desc=f"{cfg.mixer}", dynamic_ncols=True)
-    while step < stop_at:
-        t0 = time.perf_counter()
-        lr = lr_at(step, args)
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        loss_sum = 0.0
-        for _ in range(accum):
-            x, y = get_batch(train_data, args.micro_batch, cfg.block_size, gen, device)
-            with autocast:
-                _, loss = train_model(x, y)
-            (loss / accum).backward()
-            loss_sum += loss.item() / accum
-        if not math.isfinite(loss_sum):
-            bar.close()
-            raise RuntimeError(f"non-finite training loss {loss_sum} at step {step}; stopped without saving, so "
-                               f"{ckpt_path} still holds the last good checkpoint. Lower --lr or check the data.")
-        if args.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        step, tokens_seen, seconds = step + 1, tokens_seen + args.batch_tokens, seconds + dt
-        tok_s = args.batch_tokens / dt
-        post = dict(loss=f"{loss_sum:.3f}", lr=f"{lr:.1e}", tok_s=f"{tok_s:,.0f}")
-        record = dict(step=step, train_loss=loss_sum, lr=lr, tokens=tokens_seen, tok_per_s=tok_s)
-        if peak_flops:
-            record["mfu"] = flops_per_token(model) * tok_s / peak_flops
-            post["mfu"] = f"{record['mfu']:.1%}"
-        if step % args.eval_interval == 0 or step == args.max_steps:
-            record.update(eval_all())
-            post["val"] = f"{record[f'val_loss_{args.dataset}']:.3f}"
-            checkpoint()
-        bar.set_postfix(post)
-        bar.update()
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-    bar.close()
-    if step < args.max_steps:  # --steps-this-run: leave a checkpoint to resume from
-        checkpoint()
-    log.close()
-
-    result = dict(final_scores(), params=n_params, tokens_seen=tokens_seen, seconds=seconds, step=step, device=device)
-    (out_dir / "final.json").write_text(json.dumps(result, indent=2))
+    # Process 0 alone holds the folder, evaluates, prints and writes; the others only train.
+    with (RunFolder(out_dir, args.resume, args.overwrite) if rank == 0 else nullcontext() as run,
+          StopOnSignal() as stop, tqdm(total=args.max_steps, initial=step, desc=cfg.mixer, disable=rank > 0) as bar):
+        if rank == 0:
+            run.cut_metrics(step)  # after a crash, the steps past the checkpoint are trained and logged again
+            write_json_atomic(out_dir / "config.json", dict(config=vars(args), model_config=asdict(cfg),
+                                                            params=n_params, processes=world, **run_info(device)))
+            print(f"{cfg.mixer} / {cfg.ffn} FFN: {n_params / 1e6:.2f}M parameters, {device}, "
+                  f"{'bf16' if use_bf16 else 'fp32'}, compile={compile_model}, processes={world}, "
+                  f"accum={args.batch_tokens // (args.micro_batch * cfg.block_size)}")
+        while step < stop_at:
+            t0 = time.perf_counter()
+            lr = lr_at(step, args.lr, args.warmup_steps, args.max_steps, args.min_lr_ratio)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            loss_sum = train_step(train_model, train_data, args, gen, device, autocast, rank, world)
+            # The signal read once (a later one counts a step later); every process takes the same decisions.
+            loss_sum, signum = agree_across_ranks(loss_sum, stop.signum, device, world)
+            if not math.isfinite(loss_sum):
+                raise RuntimeError(f"non-finite training loss {loss_sum} at step {step}; stopped without saving, so "
+                                   f"{ckpt_path} still holds the last good checkpoint. Lower --lr or check the data.")
+            if args.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+            step, tokens_seen, seconds = step + 1, tokens_seen + args.batch_tokens, seconds + dt
+            tok_s = args.batch_tokens / dt
+            post = dict(loss=f"{loss_sum:.3f}", lr=f"{lr:.1e}", tok_s=f"{tok_s:,.0f}")
+            record = dict(step=step, train_loss=loss_sum, lr=lr, tokens=tokens_seen, tok_per_s=tok_s)
+            if peak_flops:
+                record["mfu"] = flops_per_token(model) * tok_s / peak_flops
+                post["mfu"] = f"{record['mfu']:.1%}"
+            if rank == 0:
+                if step % args.eval_interval == 0 or step == args.max_steps:
+                    record.update({f"val_loss_{d}": evaluate(model, v, cfg.block_size, args.micro_batch, device,
+                                                             autocast) for d, v in val_sets.items()},
+                                  **copy_probe(model, probe, device, autocast))
+                    post["val"] = f"{record[f'val_loss_{args.dataset}']:.3f}"
+                if step % args.checkpoint_interval == 0 or step == stop_at or signum:
+                    save_checkpoint(ckpt_path, training_state(model, optimizer, gen, step=step, seconds=seconds,
+                                                              tokens_seen=tokens_seen, args=vars(args),
+                                                              model_config=asdict(cfg)))
+                bar.set_postfix(post)
+                bar.update()
+                run.log(record)
+            if signum:
+                bar.close()
+                stop.exit(f"stopped after step {step} of {args.max_steps}; {ckpt_path} holds it; add --resume", signum)
+        bar.close()  # before the final scores' output
+        if rank > 0:
+            return dict(step=step, rank=rank)
+        result = dict(final_scores(), params=n_params, tokens_seen=tokens_seen, seconds=seconds, step=step,
+                      max_steps=args.max_steps, partial=step < args.max_steps, device=device, processes=world)
+        write_json_atomic(out_dir / "final.json", result)
     print_scores(result, args.dataset)
     return result
 
 
 def print_scores(result: dict, dataset: str):
+    if result.get("partial"):  # --steps-this-run: a checkpoint to resume from, not a result
+        print(f"PARTIAL RUN, step {result['step']} of {result['max_steps']} (finish it with --resume):")
     print(f"validation loss {result['val_loss']:.4f}, perplexity {result['val_ppl']:.2f} on {dataset} "
           f"({result['params'] / 1e6:.2f}M params, {result['tokens_seen']:,} tokens"
           + (f", {result['seconds']:.0f} s training)" if "seconds" in result else ")"))
-    print("  by token class: " + ", ".join(f"{c} {v['loss']:.3f} ({v['count']:,})" for c, v in result["classes"].items()
-                                         if c != "all")
+    print("  by token class: " + ", ".join(f"{c} {v['loss']:.3f} ({v['count']:,})"
+                                         for c, v in result["classes"].items() if c != "all")
           + f"; copy probe: 1st copy {result['probe_first']:.2f}, 2nd copy {result['probe_second']:.2f}")
     for d, v in result["eval"].items():
         if d != dataset:

@@ -1,92 +1,56 @@
 """Grammatical roles with zero labels: a Hebbian predictive-coding network over multi-timescale EMA traces.
 
-Hypothesis. The paper (arXiv 2604.08556) reports that an unsupervised Hebbian network whose only context is EMA
-traces (alpha 0.5, 0.1, 0.02) assigns grammatical roles at 96% of a supervised BiGRU's accuracy, with zero labels,
-and beats the BiGRU on structure-dependent roles (held-out: within A 96, transfer B 61.8, deep 84). This script
-builds such a network on the benchmark of data/roles/prepare.py and scores it against bigru_baseline.py
-(runs/bigru/results.json), with the same splits and the same metric code.
+Hypothesis (arXiv 2604.08556): an unsupervised Hebbian network whose only context is EMA traces (alpha 0.5, 0.1,
+0.02) assigns grammatical roles at 96% of a supervised BiGRU (bidirectional gated recurrent unit), zero labels,
+and beats it on structure-dependent roles. Changes against bigru_baseline.py: no labels, no backpropagation in
+training; the SPCN (the paper's name, read here as sparse predictive coding network) settles a latent per token
+by iterative inference and learns by local Hebbian rules. Labels only name k-means clusters of frozen train_a
+states (each token weighted 1 / count of its word type); protocol, fixed before the final runs, and all tables:
+results/roles/README.md. The headline read-out is many-to-one with K = 14 clusters (M:1 K=14).
 
-What changes relative to bigru_baseline.py. No labels during training and no backpropagation at all: the model
-reads token ids only, settles latent states by iterative inference and learns by local Hebbian rules. Role labels
-enter only the read-out, fitted on train_a's frozen states and applied unchanged to dev_a and the test splits:
-K = 7 k-means clusters mapped one-to-one to the 7 roles (the bijection with the best train_a accuracy). Secondary
-read-outs: many-to-one with K = 14 clusters (each cluster -> its majority train_a role), and a linear probe
-trained on train_a *labels* (a supervised upper bound on what the states hold linearly, not a zero-label number).
+Model (the paper gives only constants; equations and choices are ours), for token t:
+  x_t  the word's code: the mean random code of the word *before* it. Every noun follows a determiner or an
+       adjective in every role, so the code cannot carry a noun's training role (`codes_both` adds the word
+       after: lion is followed by verbs, mouse by "was"). Standardised over training tokens.
+  c_t  EMA traces h_t = (1 - a) h_{t-1} + a u_t (ema_lm.py's scan) of the neighbours' codes u (these do see the
+       word after: a neighbour's class must show), of the words before t and, reversed, after t ("was" after a
+       passive subject); divided by 1 - (1 - a)^n (weighted means) and standardised.
+  z_t  H = 64 units, at most k = 4 on (k-winners-take-all, lateral inhibition): the bottleneck (a dense latent
+       copies word and context almost losslessly). Settling: 20 steps z <- top_k(max(0, z - dE/dz / L)) on
+       E = alpha/2 |x - W_x z|^2_Px + beta/2 |c - W_c z|^2_Pc + g/2 |z - mu_t|^2, alpha 1, beta 0.5 (paper);
+       projecting onto {z >= 0, k on} minimises E's quadratic upper bound, so every step lowers E (tested).
+  g    prior stiffness gamma * mean diag(alpha W_x' Px W_x + beta W_c' Pc W_c): relative to the data terms whatever
+       the scale of W (a fixed gamma was 200x softer, moved nothing). gamma 1.0 (dev_a; paper 0.3: an ablation).
+  SPA  (paper's name; read as sparse attention over past states; window 8, top 4): mu_t = W_spa a_t, a_t the mix of
+       the top 4 of the sentence's last 8 latents, softmax(z_j . q_t), q_t = relu(W_fb' P [alpha x_t; beta c_t]).
+  P    precision per error dimension: geometric-mean error variance / that dimension's running variance (EMA
+       0.05 per batch), clamped to [0.1, 10] (paper). Plain 1 / variance sat at the clamp (variances 0.002-0.05).
+  learn per batch of 64 sentences (paper: lr 0.01, decay 0.001): W_x += lr (alpha Px e_x) z' - 0.001 W_x, W_c
+       likewise with beta, W_spa += lr (gamma (z - mu)) a' - 0.001 W_spa: local error times local activity.
 
-The model (the paper gives only the constants; the equations are ours). Per token t of a sentence:
-  x_t      = code of the word, fixed while the SPCN learns. --codes random: an N(0, 1) vector per word type
-           (D dims). --codes learned (default, chosen on dev_a): each word's code is the mean, over its train_a
-           occurrences, of the fast traces (a = 0.5) of the random codes of its neighbours before and after it
-           (2D dims, standardised) -- what the local rule code_w += (c_t - code_w) / n_w (a Hebbian delta rule,
-           rate 1/n) reaches in one pass -- so words with similar neighbours (determiners, verbs, animate nouns)
-           get similar codes. Neither kind ever receives a gradient or a label.
-  traces   h_t^s = (1 - a_s) h_{t-1}^s + a_s x_t, h_{-1} = 0, a_s in ALPHAS, the same chunked scan as ema_lm.py.
-           The context c_t stacks, per timescale, the left traces h_{t-1}^s (words before t) and, with
-           --direction both, the same traces run over the reversed sentence (words after t). Each trace is
-           divided by 1 - (1 - a_s)^n (n = words it has seen), so every timescale is a weighted *mean* of its
-           words: otherwise the slow trace (a = 0.02) is 50x smaller than the fast one after one word and its
-           errors would sit at the precision clamp.
-  latent   z_t >= 0, H units, found by settling (iterative inference) on the energy
-     E(z) = alpha/2 sum_i pi^x_i (x_t - W_x z)_i^2          input prediction error  (alpha = 1.0)
-          + beta /2 sum_k pi^c_k (c_t - W_c z)_k^2          context prediction error (beta = 0.5)
-          + gamma/2 ||z - mu_t||^2                          temporal prior from SPA  (gamma = 0.3)
-          + lambda sum_j z_j                                optional sparsity (lambda = 0 by default)
-     W_fb = [W_x; W_c] are the feedback (top-down) weights: the latent explains both the current word and its
-     trace context, so tokens whose words *and* contexts agree fall on similar latents, which is what a role is.
-     alpha > beta because the word is the strongest single cue; beta > gamma because the prior is a guess from
-     memory and should bend, not fix, the state.
-     Settling is projected gradient descent, z <- max(0, z - grad E / L), from z = 0, for settle_steps steps;
-     L = lambda_max(alpha W_x^T P_x W_x + beta W_c^T P_c W_c) + gamma is the Lipschitz constant of grad E, which
-     makes every step lower E (proximal gradient with step 1/L on a convex energy).
-  SPA      mu_t = W_spa a_t, a_t = sum over the top 4 (by score) of the 8 most recent latents z_j of the
-           sentence, softmax(score_j) z_j, score_j = z_j . q_t / sqrt(H), q_t = relu(W_fb^T P [alpha x_t;
-           beta c_t]) the bottom-up drive (fixed during settling, so E stays convex in z). The SPA is a second
-           path from earlier words besides the traces; --no_spa removes it (mu_t = 0).
-  precision pi = 1 / running variance of each error dimension (EMA over batches, rate 0.05), clamped to
-           [0.1, 10]; units whose errors are large count less.
-  learning after each batch, with the settled z (mean over the batch's tokens, eta = 0.01, decay 0.001):
-           W_x  += eta * (alpha pi^x * e_x) z^T - 0.001 W_x      (= -eta dE/dW_x: error times activity)
-           W_c  += eta * (beta  pi^c * e_c) z^T - 0.001 W_c
-           W_spa+= eta * (gamma (z - mu))  a^T  - 0.001 W_spa
-  No gradient from any label, no backpropagation through time: every update is a product of a local error and
-  a local activity.
+Commands (CPU; no GPU needed): OMP_NUM_THREADS=1 python bigru_baseline.py && OMP_NUM_THREADS=1 python hebbian_roles.py
+  Tuning: hebbian_roles.py --dev-only --seeds 0 --ablations none [flags]. Tests: pytest -q tests/test_hebbian_roles.py
 
-Commands.
-  CPU (the reported run):  OMP_NUM_THREADS=1 python hebbian_roles.py        (3 seeds + 3 ablations, table)
-  Tuning (dev_a only):     OMP_NUM_THREADS=1 python hebbian_roles.py --dev_only --seeds 0 --ablations none ...
-  GPU:                     not supported and not needed (the model is tiny); --device is absent on purpose.
-  Tests:                   OMP_NUM_THREADS=1 python -m pytest -q tests/test_hebbian_roles.py
-  Output:                  runs/hebbian/results.json and runs/hebbian/metrics.jsonl (--out_dir).
+Measured (seeds 0-2; 2-core AMD EPYC VM shared at load 3.6-4.4, 1 thread; 614 s wall, 420 s CPU). M:1 K=14, % of
+tokens / of sd tokens: test_a 77.2 +- 1.5 / 55.1 +- 2.0, test_b 67.9 +- 3.7 / 50.7 +- 5.8, test_deep 82.6 +- 1.5 /
+57.6 +- 7.2. BiGRU (selected on dev_a): 100.0 / 100.0, 93.4 / 75.6, 97.6 / 88.7; lookup sd 19.0, 56.7, 73.1.
+Ratio to the BiGRU on test_a 0.772 (paper 0.96): NOT reproduced. sd above the lookup on test_a only; far below
+the BiGRU on test_b sd. The no-traces ablation scores higher (test_a 79.8), while a labelled probe on the dense
+ablation's states gets 87.3 of test_a's sd tokens: the traces hold roles, the zero-label clusters miss them.
+Tuning (dev_a): 14 configurations + the best 3 with 3 seeds, the same budget as the BiGRU's.
 
-Measured (`OMP_NUM_THREADS=1 python hebbian_roles.py`; seeds 0, 1, 2; 2-core CPU "Intel(R) Xeon(R) Processor",
-1 thread; 193 s wall on a lightly loaded machine). Token accuracy, one-to-one read-out, test_a / test_b /
-test_deep: 49.3 +- 9.3 / 46.7 +- 14.7 / 51.3 +- 12.7; the BiGRU gets 99.9 / 92.6 / 98.3. Ratio on test_a: 0.49
-(paper 0.96), NOT reproduced. Many-to-one (K = 14) gives 76.9 and the label-using probe 83.5 on test_a. So the
-1:1 read-out is the bottleneck (FUNCTION words take several clusters, nouns share one), and the traces help only
-on structure-dependent tokens: test_a sd 42.0 against 19.0 with the current word only. README.md
-"Structure: grammatical roles" has the full table, the per-role numbers and the ablations.
-
-Tuning (dev_a only, seed 0, 1:1 accuracy): 3 configurations, listed in the README with every run, so MORE tuning
-than the BiGRU (1 configuration, its appendix one, and early stopping on dev_a). Chosen: learned codes, forward
-traces (49.1 on dev_a with 5000 training sentences).
-
-Glossary. B sentences in a batch, T longest sentence, D code width, S timescales, Dc context width (S*D, or
-2*S*D with --direction both), H latent units, K clusters, N tokens of a split, W SPA window. "sd" =
-structure-dependent token (see bigru_baseline.py). Paper symbols: alpha, beta, gamma (settling weights), pi
-(precision), W_fb (feedback weights).
+Glossary. B sentences, T length, D / Dc code / context width, H latent units, k units on, K clusters, N tokens,
+W SPA window, sd structure-dependent token, M:1 / 1:1 many-to-one / one-to-one naming of clusters.
 """
 # ---------------------------------------------------------------- imports
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import itertools
 import json
 import math
 import os
 import platform
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -95,95 +59,249 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
+
+from data.roles.prepare import prepare as prepare_roles
 
 REPO = Path(__file__).resolve().parent
 ALPHAS = (0.5, 0.1, 0.02)  # paper, Figure 1: fast, medium, slow; constants, never learned
-READOUT_SENTENCES = 5000  # the read-outs are fitted on the first 5000 train_a sentences (~43k tokens): CPU time
-PAPER = {"test_a": 0.96, "test_b": 0.618, "test_deep": 0.84, "ratio_to_bigru": 0.96}
+READOUT_SENTENCES = 5000  # read-outs are fitted on the first 5000 train_a sentences (~43k tokens): CPU time
+HEADLINE = "M:1 K=14"  # the headline read-out (protocol, fixed before the final runs: results/roles/README.md)
+READOUTS = ("1:1 K=7", "M:1 K=7", "M:1 K=14", "M:1 K=28", "probe")  # the last one uses labels: an upper bound
 
 
-# ---------------------------------------------------------------- config / CLI
+# ---------------------------------------------------------------- config
 @dataclass
 class Config:
-    codes: str = "learned"      # "learned" (dev_a: 49.1 vs 38.4 for "random"; see the tuning list) or "random"
-    code_dim: int = 64          # D: random codes for ~90 word types; 64 dims keeps them nearly orthogonal
-    hidden: int = 64            # H latent units: enough to code word classes x contexts, small enough to share
-    alphas: tuple = ALPHAS      # trace timescales (paper); the one-timescale ablation keeps (0.1,)
-    direction: str = "forward"  # traces of the words before t only (dev_a: 49.1 vs 39.6 for "both")
+    codes: str = "left"         # code of the word itself: mean code of the word before it (role-free), or "both"
+    context_codes: str = "both"  # codes the traces average: left and right neighbours (finer classes), or "left"
+    code_dim: int = 64          # D: random base codes for ~90 word types; 64 dims keeps them nearly orthogonal
+    hidden: int = 64            # H latent units
+    active: int = 4             # k of the k-winners-take-all latent: the bottleneck (k >= H turns it off)
+    alphas: tuple = ALPHAS      # trace timescales (paper)
+    direction: str = "both"     # traces of the words before and after t: a passive subject needs "was" after it
     w_input: float = 1.0        # alpha (paper): weight of the input prediction error
     w_context: float = 0.5      # beta (paper): weight of the trace-context prediction error
-    w_prior: float = 0.3        # gamma (paper): weight of the SPA temporal prior
-    sparsity: float = 0.0       # lambda: L1 on z (not in the paper; 0 = off unless dev_a says otherwise)
-    settle_steps: int = 20      # inference steps per token; energy is near its minimum by then
+    w_prior: float = 1.0        # gamma, in units of the data terms' stiffness; dev_a chose 1.0 over the paper's 0.3
+    settle_steps: int = 20      # inference steps per token (each lowers the energy; tested)
     lr: float = 0.01            # paper: Hebbian learning rate of W_fb
     weight_decay: float = 0.001  # paper: weight decay of W_fb (applied per update, decoupled)
     precision_rate: float = 0.05  # EMA rate of the error variances (per batch)
     precision_min: float = 0.1  # paper: precision clamp
     precision_max: float = 10.0  # paper: precision clamp
+    use_precision: bool = True  # --no-precision ablation: every precision fixed at 1
     spa_window: int = 8         # paper appendix: buffer of 8 recent states
     spa_topk: int = 4           # paper appendix: keep the top 4
-    use_spa: bool = True        # --no_spa ablation
-    use_traces: bool = True     # --no_traces ablation (current word only; also turns the SPA off)
-    epochs: int = 1             # passes over train_a; the weights settle well within one
+    use_spa: bool = True        # --no-spa ablation
+    use_traces: bool = True     # --no-traces ablation (current word only; also turns the SPA off)
+    epochs: int = 1             # passes over train_a (one pass already sees every word type hundreds of times)
     batch_size: int = 64        # sentences per Hebbian update (~550 tokens)
     init_scale: float = 0.1     # std of the initial feedback weights
-    cluster_norm: bool = True   # cluster unit-length states (cosine k-means) rather than raw ones
+    type_weighted: bool = True  # read-out: k-means weighs a token by 1/count of its word type (no labels needed)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    c = Config()
-    ap = argparse.ArgumentParser(description="Hebbian predictive-coding role assignment (arXiv 2604.08556)")
-    ap.add_argument("--data_dir", default=str(REPO / "data" / "roles"),
-                    help="folder with the role benchmark; generated there by data/roles/prepare.py if missing")
-    ap.add_argument("--out_dir", default=str(REPO / "runs" / "hebbian"),
-                    help="where results.json and metrics.jsonl are written")
-    ap.add_argument("--bigru_results", default=str(REPO / "runs" / "bigru" / "results.json"),
-                    help="BiGRU results for the side-by-side table (make them: python bigru_baseline.py --seeds 0,1,2)")
-    ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (codes, weights, batch order, k-means)")
-    ap.add_argument("--ablations", default="no_traces,one_timescale,no_spa",
-                    help="comma-separated ablations to run after the main model, or 'none'")
-    ap.add_argument("--dev_only", action="store_true",
-                    help="tuning mode: score dev_a only and never compute test-split states")
-    ap.add_argument("--max_train", type=int, default=0, help="use only the first N train_a sentences (0 = all)")
-    ap.add_argument("--codes", default=c.codes, choices=("random", "learned"),
-                    help="word codes: fixed random, or learned by a local averaging rule before the SPCN trains")
-    ap.add_argument("--code_dim", type=int, default=c.code_dim, help="D, width of the random word codes")
-    ap.add_argument("--hidden", type=int, default=c.hidden, help="H, latent units")
-    ap.add_argument("--alphas", default=",".join(map(str, c.alphas)), help="trace timescales, e.g. 0.5,0.1,0.02")
-    ap.add_argument("--direction", default=c.direction, choices=("forward", "both"),
-                    help="traces of earlier words only, or of earlier and later words")
-    ap.add_argument("--w_input", type=float, default=c.w_input, help="alpha, input error weight")
-    ap.add_argument("--w_context", type=float, default=c.w_context, help="beta, context error weight")
-    ap.add_argument("--w_prior", type=float, default=c.w_prior, help="gamma, SPA prior weight")
-    ap.add_argument("--sparsity", type=float, default=c.sparsity, help="lambda, L1 weight on the latent")
-    ap.add_argument("--settle_steps", type=int, default=c.settle_steps, help="inference steps per token")
-    ap.add_argument("--lr", type=float, default=c.lr, help="Hebbian learning rate")
-    ap.add_argument("--weight_decay", type=float, default=c.weight_decay, help="weight decay per update")
-    ap.add_argument("--epochs", type=int, default=c.epochs, help="passes over train_a")
-    ap.add_argument("--batch_size", type=int, default=c.batch_size, help="sentences per Hebbian update")
-    ap.add_argument("--no_spa", action="store_true", help="ablation: no SPA prior (mu = 0)")
-    ap.add_argument("--no_traces", action="store_true", help="ablation: no traces and no SPA (current word only)")
-    ap.add_argument("--no_cluster_norm", action="store_true", help="k-means on raw rather than unit-length states")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    return ap.parse_args(argv)
+# ---------------------------------------------------------------- model: the EMA scan (copied from ema_lm.py)
+@torch.compiler.assume_constant_result
+def ema_decay_matrices(alphas: tuple, C: int, N: int, device: torch.device):
+    """The constant weights of ema_scan, in float32. torch.compile calls this once at trace time and
+    bakes the results into the graph as constants (tracing their construction instead trips an inductor
+    bug in torch 2.11 on CUDA, "The argument '-((0))' is not comparable")."""
+    S = len(alphas)
+    a = torch.tensor(alphas, dtype=torch.float32, device=device)  # (S,)
+    lam = 1 - a
+    i = torch.arange(C, device=device, dtype=torch.float32)
+    dij = i[:, None] - i[None, :]  # (C, C): i - j
+    W = a[:, None, None] * lam[:, None, None] ** dij.clamp(min=0) * (dij >= 0)  # (S, C, C)
+    n = torch.arange(N, device=device, dtype=torch.float32)
+    dnm = n[:, None] - 1 - n[None, :]  # (N, N): n - 1 - m
+    A = lam[:, None, None] ** (C * dnm.clamp(min=0)) * (dnm >= 0)  # (S, N, N)
+    M_in = W.permute(1, 0, 2).reshape(C * S, C)  # row (i, s), column j
+    M_carry = torch.diag_embed(lam[None, :] ** (i[:, None] + 1)).reshape(C * S, S)  # row (i, s), column s'
+    return W[:, -1, :].contiguous(), A, torch.cat([M_in, M_carry], 1)  # (S, C), (S, N, N), (C*S, C+S)
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    same = {k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__ and k != "alphas"}  # same names
-    return Config(**same, alphas=tuple(float(a) for a in args.alphas.split(",")), cluster_norm=not args.no_cluster_norm,
-                  use_spa=not (args.no_spa or args.no_traces), use_traces=not args.no_traces)
+def ema_scan(x: torch.Tensor, alphas, chunk_size: int = 64) -> torch.Tensor:
+    """The same traces as ema_scan_reference (ema_lm.py), in three matrix products, not T sequential steps.
+
+    Inside a chunk of C positions with carried state c (the trace just before the chunk):
+        h_i = sum_{j<=i} a lam^(i-j) x_j  +  lam^(i+1) c,        lam = 1 - a
+    1. each chunk's own contribution to its last trace: a weighted sum over the chunk;
+    2. the carry into chunk n: sum over earlier chunks m of lam^(C(n-1-m)) times their contribution;
+    3. one matmul per chunk whose input rows are the C inputs followed by the S carries and whose
+       output rows are ordered (position, trace), so the result is already (B, T, S, D).
+    Decay weights are built in float32; any T works (the tail is padded with zeros, which only
+    positions after T could see)."""
+    B, T, D = x.shape
+    S, C = len(alphas), chunk_size
+    N = -(-T // C)  # chunks
+    if N * C != T:
+        x = F.pad(x, (0, 0, 0, N * C - T))
+    xc = x.view(B, N, C, D)
+    w_last, A, M = ema_decay_matrices(tuple(alphas), C, N, x.device)
+    own = torch.einsum("sj,bnjd->bnsd", w_last.to(x.dtype), xc)  # (B, N, S, D)
+    carry = torch.einsum("snm,bmsd->bnsd", A.to(x.dtype), own)  # (B, N, S, D): trace before chunk n
+    h = M.to(x.dtype) @ torch.cat([xc, carry], 2)  # (B, N, C*S, D)
+    return h.view(B, N * C, S, D)[:, :T]  # (B, T, S, D)
 
 
-ABLATIONS = {  # name -> what changes; each is also reachable with the flags of the same name
-    "no_traces": dict(use_traces=False, use_spa=False),  # the current word's code only
-    "one_timescale": dict(alphas=(0.1,)),                # the medium trace alone
-    "no_spa": dict(use_spa=False),                       # traces only, no memory of latents
-}
+def context_traces(x: torch.Tensor, lengths: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """x: (B, T, D) codes, zero past each sentence's end -> context c: (B, T, Dc), bias-corrected traces of
+    the words before t (and, direction 'both', after t). Never includes the word at t itself."""
+    B, T, D = x.shape
+    if not cfg.use_traces:
+        return x.new_zeros(B, T, 0)
+    a, t = torch.tensor(cfg.alphas).view(1, 1, -1, 1), torch.arange(T).view(1, T, 1, 1).float()  # (1, 1, S, 1)
+
+    def mean_traces(h: torch.Tensor, n: torch.Tensor) -> torch.Tensor:  # h (B, T, S, D); n words seen
+        return torch.where(n > 0, h / (1 - (1 - a) ** n.clamp(min=1)), torch.zeros_like(h))
+
+    left = F.pad(ema_scan(x, cfg.alphas, chunk_size=32), (0, 0, 0, 0, 1, 0))[:, :T]  # (B, T, S, D): h_{t-1}
+    ctx = [mean_traces(left, t)]
+    if cfg.direction == "both":  # padding is zero and precedes the real words when reversed: traces stay 0 there
+        right = F.pad(ema_scan(x.flip(1), cfg.alphas, chunk_size=32).flip(1), (0, 0, 0, 0, 0, 1))[:, 1:]  # t+1..
+        ctx.append(mean_traces(right, (lengths.view(B, 1, 1, 1) - 1 - t).clamp(min=0)))
+    return torch.cat(ctx, 2).reshape(B, T, -1)  # (B, T, Dc)
+
+
+# ---------------------------------------------------------------- model: word codes
+def word_codes(data: list[torch.Tensor], vocab_size: int, kind: str, cfg: Config, seed: int) -> torch.Tensor:
+    """(V, D') codes, row 0 (padding) = 0, standardised over training tokens: per word, the mean over its
+    occurrences of the random code of the word before it ("left", D' = D; a sentence-start code for the first
+    word) and of the word after it ("both", D' = 2D); what code_w += (r - code_w) / n_w reaches in one pass."""
+    base = torch.randn(vocab_size + 2, cfg.code_dim, generator=torch.Generator().manual_seed(seed))
+    base[0] = 0  # rows V and V + 1: sentence start and sentence end
+    codes, counts = torch.zeros(vocab_size, (2 if kind == "both" else 1) * cfg.code_dim), torch.zeros(vocab_size)
+    for _, ids, lengths in batches(data, 512, None):
+        B, T = ids.shape
+        ctx = [base[torch.cat([torch.full((B, 1), vocab_size), ids[:, :-1]], 1)]]  # (B, T, D): word before
+        if kind == "both":
+            nxt = torch.cat([ids[:, 1:], torch.zeros(B, 1, dtype=ids.dtype)], 1)
+            nxt[torch.arange(B), lengths - 1] = vocab_size + 1
+            ctx.append(base[nxt])  # word after
+        codes.index_add_(0, ids.reshape(-1), torch.cat(ctx, 2).reshape(B * T, -1))
+        counts.index_add_(0, ids.reshape(-1), torch.ones(B * T))
+    counts[0] = 0
+    codes, w = codes / counts.clamp(min=1)[:, None], counts / counts.sum()  # w: token frequency of each word
+    mean = (w[:, None] * codes).sum(0)
+    codes = (codes - mean) / ((w[:, None] * (codes - mean) ** 2).sum(0).sqrt() + 1e-6)
+    codes[0] = 0
+    return codes
+
+
+# ---------------------------------------------------------------- model: SPCN (sparse predictive coding network)
+class SPCN(nn.Module):
+    """All state is in buffers: nothing here has a gradient, every change is a local Hebbian update."""
+
+    def __init__(self, codes: torch.Tensor, c_codes: torch.Tensor, c_mean: torch.Tensor, c_std: torch.Tensor,
+                 cfg: Config, seed: int):
+        super().__init__()
+        self.cfg, g = cfg, torch.Generator().manual_seed(seed + 1)
+        (D, H), Dc = (codes.shape[1], cfg.hidden), c_mean.numel()
+        self.register_buffer("codes", codes)  # (V, D) the word's own code, fixed while the SPCN learns
+        self.register_buffer("c_codes", c_codes)  # (V, D') what the traces average
+        self.register_buffer("c_mean", c_mean)  # (Dc,) context standardisation, over train_a tokens
+        self.register_buffer("c_std", c_std)
+        self.register_buffer("W_x", cfg.init_scale * torch.randn(D, H, generator=g))
+        self.register_buffer("W_c", cfg.init_scale * torch.randn(Dc, H, generator=g))
+        self.register_buffer("W_spa", torch.eye(H) * 0.5)  # start as "the next latent resembles the attended"
+        self.register_buffer("var_x", torch.ones(D)), self.register_buffer("var_c", torch.ones(Dc))  # error variances
+
+    def precisions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pi^x (D,), pi^c (Dc,)): geometric-mean error variance / each dimension's error variance, clamped."""
+        c, typical = self.cfg, torch.cat([self.var_x, self.var_c]).log().mean().exp()
+        return tuple((typical / v).clamp(c.precision_min, c.precision_max) if c.use_precision else torch.ones_like(v)
+                     for v in (self.var_x, self.var_c))
+
+    def inputs(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids (B, T) -> word codes x (B, T, D) and standardised context c (B, T, Dc)."""
+        return self.codes[ids], (context_traces(self.c_codes[ids], lengths, self.cfg) - self.c_mean) / self.c_std
+
+    def curvature(self) -> tuple[torch.Tensor, float, float]:
+        """G = alpha W_x^T P_x W_x + beta W_c^T P_c W_c (H, H); the prior's stiffness g = gamma * mean(diag G)
+        (gamma is relative to what the data terms pull with); L = lambda_max(G) + g, the Lipschitz constant."""
+        c, (px, pc) = self.cfg, self.precisions()
+        G = c.w_input * self.W_x.T @ (px[:, None] * self.W_x) + c.w_context * self.W_c.T @ (pc[:, None] * self.W_c)
+        g = c.w_prior * float(G.diagonal().mean())
+        return G, g, float(torch.linalg.eigvalsh(G)[-1]) + g
+
+
+def energy(model: SPCN, z: torch.Tensor, x: torch.Tensor, c: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """E(z) per row: z, mu (B, H), x (B, D), c (B, Dc) -> (B,)."""
+    cfg, (px, pc) = model.cfg, model.precisions()
+    e_x, e_c = x - z @ model.W_x.T, c - z @ model.W_c.T
+    return (0.5 * cfg.w_input * (px * e_x ** 2).sum(1) + 0.5 * cfg.w_context * (pc * e_c ** 2).sum(1)
+            + 0.5 * model.curvature()[1] * ((z - mu) ** 2).sum(1))
+
+
+def winners(z: torch.Tensor, k: int) -> torch.Tensor:
+    """k-winners-take-all: keep the k largest units of each row, zero the rest. z (B, H) -> (B, H)."""
+    return z if k >= z.shape[1] else z * (z >= z.topk(k, dim=1).values[:, -1:])
+
+
+def settle(model: SPCN, x: torch.Tensor, c: torch.Tensor, mu: torch.Tensor, record: bool = False
+           ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Projected gradient descent on E from z = 0, step 1/L, onto {z >= 0, at most k on}: the projection minimises
+    E's quadratic upper bound at z_n over that set, so each step lowers E (record=True keeps E, for the test)."""
+    cfg, (px, pc) = model.cfg, model.precisions()
+    G, g, L = model.curvature()
+    z = torch.zeros_like(mu)
+    drive = (cfg.w_input * px * x) @ model.W_x + (cfg.w_context * pc * c) @ model.W_c  # (B, H): W_fb^T P [x; c]
+    energies = [energy(model, z, x, c, mu)] if record else []
+    for _ in range(cfg.settle_steps):
+        z = winners((z - (z @ G - drive + g * (z - mu)) / L).clamp(min=0), cfg.active)  # step along -dE/dz
+        if record:
+            energies.append(energy(model, z, x, c, mu))
+    return z, energies
+
+
+def spa_prior(model: SPCN, buffer: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SPA: buffer (B, W, H) of the last W latents, query (B, H) -> (mu, attended a), both (B, H); top k scores."""
+    B, W, H = buffer.shape
+    scores = (buffer @ query[:, :, None]).squeeze(2) / math.sqrt(H)  # (B, W)
+    top, idx = scores.topk(min(model.cfg.spa_topk, W), dim=1)  # (B, k)
+    a = (torch.softmax(top, dim=1)[:, :, None] * buffer.gather(1, idx[:, :, None].expand(-1, -1, H))).sum(1)
+    return a @ model.W_spa.T, a
+
+
+def run_batch(model: SPCN, ids: torch.Tensor, lengths: torch.Tensor, learn: bool, prior: bool = True
+              ) -> tuple[torch.Tensor, dict]:
+    """Settle every token of a batch of sentences, left to right; learn=True applies one Hebbian update;
+    prior=False drops mu at inference only (what the prior moves). ids (B, T) -> latents (B, T, H), stats."""
+    cfg, H, (B, T) = model.cfg, model.cfg.hidden, ids.shape
+    x, c = model.inputs(ids, lengths)  # (B, T, D), (B, T, Dc)
+    px, pc = model.precisions()
+    Z, MU, A = (x.new_zeros(B, T, H) for _ in range(3))
+    for t in range(T):
+        if cfg.use_spa and prior and t > 0:
+            q = ((cfg.w_input * px * x[:, t]) @ model.W_x + (cfg.w_context * pc * c[:, t]) @ model.W_c).relu()
+            MU[:, t], A[:, t] = spa_prior(model, Z[:, max(0, t - cfg.spa_window):t], q)
+        Z[:, t], _ = settle(model, x[:, t], c[:, t], MU[:, t])
+    live = (torch.arange(T)[None, :] < lengths[:, None]).reshape(-1)  # (B*T,) real tokens
+    z, mu, a, xs, cs = (u.reshape(B * T, -1)[live] for u in (Z, MU, A, x, c))  # (N, H) ... (N, Dc)
+    e_x, e_c = xs - z @ model.W_x.T, cs - z @ model.W_c.T  # (N, D), (N, Dc)
+    stats = {"err_x": float((e_x ** 2).mean()), "err_c": float((e_c ** 2).mean()) if e_c.numel() else 0.0,
+             "units_used": int((z > 0).any(0).sum())}
+    if learn:
+        hebbian_update(model, z, e_x, e_c, z - mu, a)
+    return Z, stats
+
+
+def hebbian_update(model: SPCN, z: torch.Tensor, e_x: torch.Tensor, e_c: torch.Tensor, e_z: torch.Tensor,
+                   a: torch.Tensor) -> None:
+    """Local rules, mean over N tokens: dW = lr (weighted error) (activity)^T - decay W; z, e_z, a (N, H)."""
+    cfg, (px, pc) = model.cfg, model.precisions()
+    N = z.shape[0]
+    model.W_x += cfg.lr * ((cfg.w_input * px * e_x).T @ z) / N - cfg.weight_decay * model.W_x
+    model.W_c += cfg.lr * ((cfg.w_context * pc * e_c).T @ z) / N - cfg.weight_decay * model.W_c
+    if cfg.use_spa:
+        model.W_spa += cfg.lr * ((cfg.w_prior * e_z).T @ a) / N - cfg.weight_decay * model.W_spa
+    model.var_x.mul_(1 - cfg.precision_rate).add_(cfg.precision_rate * (e_x ** 2).mean(0))
+    model.var_c.mul_(1 - cfg.precision_rate).add_(cfg.precision_rate * (e_c ** 2).mean(0))
 
 
 # ---------------------------------------------------------------- data + metrics
-# ---- shared role-task code: copied verbatim into hebbian_roles.py (tests compare the copies) ----
+# ---- role-task data and scoring, copied verbatim from bigru_baseline.py (tests/test_copies.py) ----
 SPLITS = ("train_a", "dev_a", "test_a", "test_b", "test_deep")
 EVAL_SPLITS = ("dev_a", "test_a", "test_b", "test_deep")
 REGENERATE = "rerun `python data/roles/prepare.py --force` to regenerate the benchmark"
@@ -192,19 +310,18 @@ REGENERATE = "rerun `python data/roles/prepare.py --force` to regenerate the ben
 def read_role_file(path: Path, roles: list[str], vocab: set[str], expected: int) -> list[dict]:
     """One split file: a JSON object per line with tokens, roles (same length), construction, depth."""
     sentences = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            try:
-                rec = json.loads(line)
-                ok = (len(rec["tokens"]) == len(rec["roles"]) > 0 and set(rec["roles"]) <= set(roles)
-                      and set(rec["tokens"]) <= vocab and isinstance(rec["construction"], str))
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{path} line {lineno}: not a valid sentence record ({e}); the file is "
-                                 f"corrupted or truncated; {REGENERATE}") from None
-            if not ok:
-                raise ValueError(f"{path} line {lineno}: tokens/roles differ in length, or hold a role or "
-                                 f"word missing from meta.json: {line[:120]!r}; {REGENERATE}")
-            sentences.append(rec)
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            rec = json.loads(line)
+            ok = (len(rec["tokens"]) == len(rec["roles"]) > 0 and set(rec["roles"]) <= set(roles)
+                  and set(rec["tokens"]) <= vocab and isinstance(rec["construction"], str))
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{path} line {lineno}: not a valid sentence record ({e}); the file is "
+                             f"corrupted or truncated; {REGENERATE}") from None
+        if not ok:
+            raise ValueError(f"{path} line {lineno}: tokens/roles differ in length, or hold a role or "
+                             f"word missing from meta.json: {line[:120]!r}; {REGENERATE}")
+        sentences.append(rec)
     if len(sentences) != expected:
         raise ValueError(f"{path} line {len(sentences) + 1}: file ends after {len(sentences)} sentences but "
                          f"meta.json says {expected}; the file is truncated; {REGENERATE}")
@@ -215,12 +332,8 @@ def load_role_data(data_dir: str | Path) -> tuple[dict, dict[str, list[dict]]]:
     """(meta, {split: sentences}); generates the default benchmark first if any file is missing."""
     data_dir = Path(data_dir)
     if not all((data_dir / f).exists() for f in ["meta.json"] + [f"{s}.jsonl" for s in SPLITS]):
-        spec = importlib.util.spec_from_file_location(
-            "roles_prepare", Path(__file__).resolve().parent / "data" / "roles" / "prepare.py")
-        prepare = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up
-        spec.loader.exec_module(prepare)
         print(f"{data_dir}: benchmark files missing, generating them with data/roles/prepare.py (seed 0)")
-        prepare.prepare(data_dir)
+        prepare_roles(data_dir)
     try:
         meta = json.loads((data_dir / "meta.json").read_text(encoding="utf-8"))
         roles, vocab = meta["roles"], set(meta["vocabulary"])
@@ -245,32 +358,10 @@ def flatten_split(sentences: list[dict], meta: dict) -> dict[str, np.ndarray]:
     return {"gold": np.array(gold, dtype=np.int64), "sd": np.array(sd, dtype=bool), "construction": np.array(cons)}
 
 
-def role_metrics(gold: np.ndarray, pred: np.ndarray, sd: np.ndarray, roles: list[str],
-                 construction: np.ndarray | None = None) -> dict:
-    """gold, pred: (N,) role ids; sd: (N,) bool. Per-role accuracy is recall of the gold role; the
-    confusion matrix has gold roles as rows and predicted roles as columns."""
-    assert gold.shape == pred.shape == sd.shape, \
-        f"gold {gold.shape}, pred {pred.shape}, sd {sd.shape} differ: pass one entry per token of the split"
-    K = len(roles)
-    confusion = np.zeros((K, K), dtype=np.int64)
-    np.add.at(confusion, (gold, pred), 1)
-    correct = gold == pred
-    out = {"accuracy": float(correct.mean()),
-           "structure_dependent_accuracy": float(correct[sd].mean()) if sd.any() else None,
-           "n_tokens": int(gold.size), "n_structure_dependent": int(sd.sum()),
-           "per_role": {r: float(confusion[k, k] / confusion[k].sum()) if confusion[k].sum() else None
-                        for k, r in enumerate(roles)},
-           "confusion": confusion.tolist()}
-    if construction is not None:
-        out["per_construction"] = {c: float(correct[construction == c].mean()) for c in sorted(set(construction))}
-    return out
-
-
 def summarise_seeds(per_seed: list[dict]) -> dict:
     """Mean and std (ddof=1; 0 for one seed) of every float over seeds; ints are kept (they are counts of
     the same data); lists (confusion matrices) are summed over seeds."""
-    first = per_seed[0]
-    if isinstance(first, dict):
+    if isinstance(first := per_seed[0], dict):
         return {k: summarise_seeds([d[k] for d in per_seed]) for k in first}
     if isinstance(first, float):
         v = np.array(per_seed, dtype=np.float64)
@@ -279,7 +370,8 @@ def summarise_seeds(per_seed: list[dict]) -> dict:
     if isinstance(first, list):
         return np.sum(np.array(per_seed), axis=0).tolist()
     return first
-# ---- end of shared role-task code ----
+
+# ---- end of the copy ----
 
 def encode(sentences: list[dict], vocabulary: list[str]) -> list[torch.Tensor]:
     """Word ids per sentence (0 is padding). Only the tokens are read: no role label reaches training."""
@@ -298,317 +390,141 @@ def batches(data: list[torch.Tensor], batch_size: int, gen: torch.Generator | No
              torch.tensor([len(data[i]) for i in g])) for g in groups]
 
 
-# ---------------------------------------------------------------- model: the EMA scan (copied from ema_lm.py)
-def ema_scan_reference(x: torch.Tensor, alphas) -> torch.Tensor:
-    """The definition, one step at a time: h_t = (1 - a) h_{t-1} + a x_t, h_{-1} = 0.
-    x: (B, T, D) -> traces (B, T, S, D), computed in float32."""
-    B, T, D = x.shape
-    a = torch.tensor(alphas, dtype=torch.float32, device=x.device).view(-1, 1)  # (S, 1)
-    h = x.new_zeros(B, len(alphas), D, dtype=torch.float32)  # (B, S, D)
-    out = []
-    for t in range(T):
-        h = (1 - a) * h + a * x[:, t, None, :].float()
-        out.append(h)
-    return torch.stack(out, 1).to(x.dtype)  # (B, T, S, D)
-
-
-@torch.compiler.assume_constant_result
-def ema_decay_matrices(alphas: tuple, C: int, N: int, device: torch.device):
-    """The constant weights of ema_scan, in float32. torch.compile calls this once at trace time and
-    bakes the results into the graph as constants (tracing their construction instead trips an inductor
-    bug in torch 2.11 on CUDA, "The argument '-((0))' is not comparable")."""
-    S = len(alphas)
-    a = torch.tensor(alphas, dtype=torch.float32, device=device)  # (S,)
-    lam = 1 - a
-    i = torch.arange(C, device=device, dtype=torch.float32)
-    dij = i[:, None] - i[None, :]  # (C, C): i - j
-    W = a[:, None, None] * lam[:, None, None] ** dij.clamp(min=0) * (dij >= 0)  # (S, C, C)
-    n = torch.arange(N, device=device, dtype=torch.float32)
-    dnm = n[:, None] - 1 - n[None, :]  # (N, N): n - 1 - m
-    A = lam[:, None, None] ** (C * dnm.clamp(min=0)) * (dnm >= 0)  # (S, N, N)
-    M_in = W.permute(1, 0, 2).reshape(C * S, C)  # row (i, s), column j
-    M_carry = torch.diag_embed(lam[None, :] ** (i[:, None] + 1)).reshape(C * S, S)  # row (i, s), column s'
-    return W[:, -1, :].contiguous(), A, torch.cat([M_in, M_carry], 1)  # (S, C), (S, N, N), (C*S, C+S)
-
-
-def ema_scan(x: torch.Tensor, alphas, chunk_size: int = 64) -> torch.Tensor:
-    """The same traces as ema_scan_reference, in three matrix products instead of T sequential steps.
-
-    Inside a chunk of C positions with carried state c (the trace just before the chunk):
-        h_i = sum_{j<=i} a lam^(i-j) x_j  +  lam^(i+1) c,        lam = 1 - a
-    1. each chunk's own contribution to its last trace: a weighted sum over the chunk;
-    2. the carry into chunk n: sum over earlier chunks m of lam^(C(n-1-m)) times their contribution;
-    3. one matmul per chunk whose input rows are the C inputs followed by the S carries and whose
-       output rows are ordered (position, trace), so the result is already (B, T, S, D).
-    Decay weights are built in float32; any T works (the tail is padded with zeros, which only
-    positions after T could see)."""
-    B, T, D = x.shape
-    S, C = len(alphas), chunk_size
-    N = -(-T // C)  # chunks
-    if N * C != T:
-        x = F.pad(x, (0, 0, 0, N * C - T))
-    xc = x.view(B, N, C, D)
-    w_last, A, M = ema_decay_matrices(tuple(alphas), C, N, x.device)
-    own = torch.einsum("sj,bnjd->bnsd", w_last.to(x.dtype), xc)  # (B, N, S, D)
-    carry = torch.einsum("snm,bmsd->bnsd", A.to(x.dtype), own)  # (B, N, S, D): trace before chunk n
-    h = M.to(x.dtype) @ torch.cat([xc, carry], 2)  # (B, N, C*S, D)
-    return h.view(B, N * C, S, D)[:, :T]  # (B, T, S, D)
-
-
-def context_traces(x: torch.Tensor, lengths: torch.Tensor, cfg: Config) -> torch.Tensor:
-    """x: (B, T, D) codes, zero past each sentence's end -> context c: (B, T, Dc), normalised traces of the
-    words before t (and, direction 'both', after t). Never includes the word at t itself."""
-    B, T, D = x.shape
-    if not cfg.use_traces:
-        return x.new_zeros(B, T, 0)
-    a = torch.tensor(cfg.alphas).view(1, 1, -1, 1)  # (1, 1, S, 1)
-    t = torch.arange(T).view(1, T, 1, 1).float()
-
-    def mean_traces(h: torch.Tensor, n: torch.Tensor) -> torch.Tensor:  # h (B, T, S, D); n words seen
-        w = 1 - (1 - a) ** n.clamp(min=1)
-        return torch.where(n > 0, h / w, torch.zeros_like(h))
-
-    left = F.pad(ema_scan(x, cfg.alphas, chunk_size=32), (0, 0, 0, 0, 1, 0))[:, :T]  # (B, T, S, D): h_{t-1}
-    ctx = [mean_traces(left, t)]
-    if cfg.direction == "both":
-        # Padding is zero and only precedes the real words in the reversed order, so traces stay 0 there.
-        right = ema_scan(x.flip(1), cfg.alphas, chunk_size=32).flip(1)  # (B, T, S, D): words t..end
-        right = F.pad(right, (0, 0, 0, 0, 0, 1))[:, 1:]  # words t+1..end
-        n_right = (lengths.view(B, 1, 1, 1) - 1 - t).clamp(min=0)
-        ctx.append(mean_traces(right, n_right))
-    return torch.cat(ctx, 2).reshape(B, T, -1)  # (B, T, Dc)
-
-
-# ---------------------------------------------------------------- model: word codes
-def word_codes(data: list[torch.Tensor], vocab_size: int, cfg: Config, seed: int) -> torch.Tensor:
-    """(V, D) codes, row 0 (padding) is 0: N(0, 1) entries for "random"; for "learned" the x_t of the
-    module docstring, the mean fast context of each word's occurrences, standardised per dimension."""
-    g = torch.Generator().manual_seed(seed)
-    codes = torch.randn(vocab_size, cfg.code_dim, generator=g)
-    codes[0] = 0
-    if cfg.codes == "random":
-        return codes
-    fast = replace(cfg, alphas=(0.5,), direction="both", use_traces=True)
-    sums, counts = torch.zeros(vocab_size, 2 * cfg.code_dim), torch.zeros(vocab_size)
-    for _, ids, lengths in batches(data, 512, None):
-        c = context_traces(codes[ids], lengths, fast)  # (B, T, 2D)
-        sums.index_add_(0, ids.reshape(-1), c.reshape(-1, c.shape[-1]))
-        counts.index_add_(0, ids.reshape(-1), torch.ones(ids.numel()))
-    learned = sums / counts.clamp(min=1)[:, None]
-    learned = (learned - learned[1:].mean(0)) / (learned[1:].std(0) + 1e-6)
-    learned[0] = 0
-    return learned
-
-
-# ---------------------------------------------------------------- model: SPCN + SPA
-class SPCN(nn.Module):
-    """All state is in buffers: nothing here has a gradient, every change is a local Hebbian update."""
-
-    def __init__(self, codes: torch.Tensor, cfg: Config, seed: int):
-        super().__init__()
-        self.cfg = cfg
-        g = torch.Generator().manual_seed(seed + 1)
-        D, H = codes.shape[1], cfg.hidden
-        Dc = (len(cfg.alphas) * D * (2 if cfg.direction == "both" else 1)) if cfg.use_traces else 0
-        self.register_buffer("codes", codes)  # (V, D) fixed during SPCN training, row 0 = padding
-        self.register_buffer("W_x", cfg.init_scale * torch.randn(D, H, generator=g))
-        self.register_buffer("W_c", cfg.init_scale * torch.randn(Dc, H, generator=g))
-        self.register_buffer("W_spa", torch.eye(H) * 0.5)  # start as "the next latent resembles the attended"
-        self.register_buffer("var_x", torch.ones(D))
-        self.register_buffer("var_c", torch.ones(Dc))
-
-    def precisions(self) -> tuple[torch.Tensor, torch.Tensor]:  # (pi^x (D,), pi^c (Dc,)), clamped
-        return tuple((1 / v).clamp(self.cfg.precision_min, self.cfg.precision_max) for v in (self.var_x, self.var_c))
-
-    def lipschitz(self) -> float:
-        c, (px, pc) = self.cfg, self.precisions()
-        Hs = c.w_input * self.W_x.T @ (px[:, None] * self.W_x) + c.w_context * self.W_c.T @ (pc[:, None] * self.W_c)
-        return float(torch.linalg.eigvalsh(Hs)[-1]) + c.w_prior
-
-
-def energy(model: SPCN, z: torch.Tensor, x: torch.Tensor, c: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-    """E(z) per row: z, mu (B, H), x (B, D), c (B, Dc) -> (B,)."""
-    cfg, (px, pc) = model.cfg, model.precisions()
-    e_x, e_c = x - z @ model.W_x.T, c - z @ model.W_c.T
-    return (0.5 * cfg.w_input * (px * e_x ** 2).sum(1) + 0.5 * cfg.w_context * (pc * e_c ** 2).sum(1)
-            + 0.5 * cfg.w_prior * ((z - mu) ** 2).sum(1) + cfg.sparsity * z.sum(1))
-
-
-def settle(model: SPCN, x: torch.Tensor, c: torch.Tensor, mu: torch.Tensor, L: float,
-           record: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Projected gradient descent on E from z = 0 with step 1/L; every step lowers E (record=True keeps
-    E after each step, for the test)."""
-    cfg, (px, pc) = model.cfg, model.precisions()
-    z = torch.zeros_like(mu)
-    drive = (cfg.w_input * px * x) @ model.W_x + (cfg.w_context * pc * c) @ model.W_c  # (B, H): W_fb^T P [x; c]
-    G = (model.W_x.T @ (cfg.w_input * px[:, None] * model.W_x)  # (H, H): the curvature of E
-         + model.W_c.T @ (cfg.w_context * pc[:, None] * model.W_c))
-    energies = [energy(model, z, x, c, mu)] if record else []
-    for _ in range(cfg.settle_steps):
-        grad = z @ G - drive + cfg.w_prior * (z - mu) + cfg.sparsity  # dE/dz, (B, H)
-        z = (z - grad / L).clamp(min=0)
-        if record:
-            energies.append(energy(model, z, x, c, mu))
-    return z, energies
-
-
-def spa_prior(model: SPCN, buffer: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sparse attention over the latents of the last W positions: buffer (B, W, H), query (B, H) ->
-    (mu (B, H), attended a (B, H)). Keeps the top k scores (an empty buffer would give zeros)."""
-    B, W, H = buffer.shape
-    scores = (buffer @ query[:, :, None]).squeeze(2) / math.sqrt(H)  # (B, W)
-    top, idx = scores.topk(min(model.cfg.spa_topk, W), dim=1)  # (B, k)
-    w = torch.softmax(top, dim=1)
-    a = (w[:, :, None] * buffer.gather(1, idx[:, :, None].expand(-1, -1, H))).sum(1)  # (B, H)
-    return a @ model.W_spa.T, a
-
-
-def run_batch(model: SPCN, ids: torch.Tensor, lengths: torch.Tensor, learn: bool) -> tuple[torch.Tensor, dict]:
-    """Settle every token of a batch of sentences, left to right; with learn=True apply one Hebbian
-    update. ids (B, T) -> latents (B, T, H) and batch statistics."""
-    cfg, H = model.cfg, model.cfg.hidden
-    B, T = ids.shape
-    x = model.codes[ids]  # (B, T, D); padding rows are 0
-    c = context_traces(x, lengths, cfg)  # (B, T, Dc)
-    L = model.lipschitz()
-    px, pc = model.precisions()
-    Z, MU, A = (x.new_zeros(B, T, H) for _ in range(3))
-    for t in range(T):
-        mu, a = x.new_zeros(B, H), x.new_zeros(B, H)
-        if cfg.use_spa and t > 0:
-            q = ((cfg.w_input * px * x[:, t]) @ model.W_x + (cfg.w_context * pc * c[:, t]) @ model.W_c).relu()
-            mu, a = spa_prior(model, Z[:, max(0, t - cfg.spa_window):t], q)
-        z, _ = settle(model, x[:, t], c[:, t], mu, L)
-        Z[:, t], MU[:, t], A[:, t] = z, mu, a
-    live = (torch.arange(T)[None, :] < lengths[:, None]).reshape(-1)  # (B*T,) real tokens
-    z, mu, a, xs, cs = (u.reshape(B * T, -1)[live] for u in (Z, MU, A, x, c))  # (N, H) ... (N, Dc)
-    e_x, e_c = xs - z @ model.W_x.T, cs - z @ model.W_c.T  # (N, D), (N, Dc)
-    stats = {"err_x": float((e_x ** 2).mean()), "err_c": float((e_c ** 2).mean()) if e_c.numel() else 0.0,
-             "active": float((z > 0).float().mean())}
-    if learn:
-        hebbian_update(model, z, e_x, e_c, z - mu, a)
-    return Z, stats
-
-
-def hebbian_update(model: SPCN, z: torch.Tensor, e_x: torch.Tensor, e_c: torch.Tensor, e_z: torch.Tensor,
-                   a: torch.Tensor) -> None:
-    """Local rules, mean over the N tokens: dW = lr * (weighted error) (presynaptic activity)^T - decay W.
-    z, e_z, a: (N, H); e_x (N, D); e_c (N, Dc). Precisions use the errors before this update."""
-    cfg, (px, pc) = model.cfg, model.precisions()
-    N = z.shape[0]
-    model.W_x += cfg.lr * ((cfg.w_input * px * e_x).T @ z) / N - cfg.weight_decay * model.W_x
-    model.W_c += cfg.lr * ((cfg.w_context * pc * e_c).T @ z) / N - cfg.weight_decay * model.W_c
-    if cfg.use_spa:
-        model.W_spa += cfg.lr * ((cfg.w_prior * e_z).T @ a) / N - cfg.weight_decay * model.W_spa
-    r = cfg.precision_rate
-    model.var_x.mul_(1 - r).add_(r * (e_x ** 2).mean(0))
-    model.var_c.mul_(1 - r).add_(r * (e_c ** 2).mean(0))
-
-
 @torch.no_grad()
-def states(model: SPCN, data: list[torch.Tensor], batch_size: int = 512) -> torch.Tensor:
+def states(model: SPCN, data: list[torch.Tensor], prior: bool = True, batch_size: int = 512) -> torch.Tensor:
     """Frozen model: the settled latent of every token of a split, (N, H), in file order."""
     out: list[torch.Tensor | None] = [None] * len(data)
     for group, ids, lengths in batches(data, batch_size, None):
-        Z, _ = run_batch(model, ids, lengths, learn=False)
+        Z, _ = run_batch(model, ids, lengths, learn=False, prior=prior)
         for b, i in enumerate(group):
             out[i] = Z[b, :lengths[b]]
     return torch.cat(out)
 
 
-# ---------------------------------------------------------------- evaluation: the zero-label read-out
+# ---------------------------------------------------------------- evaluation: the read-outs
 def sq_dist(X: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
     """(N, F), (K, F) -> (N, K) squared Euclidean distances, as one matmul."""
     return ((X * X).sum(1, keepdim=True) - 2 * X @ C.T + (C * C).sum(1)).clamp(min=0)
 
 
-def kmeans(X: torch.Tensor, K: int, seed: int, restarts: int = 3, iters: int = 50) -> torch.Tensor:
-    """Lloyd's k-means with k-means++ seeding; keeps the restart with the lowest inertia (unsupervised).
-    X (N, F) -> centroids (K, F)."""
-    g = torch.Generator().manual_seed(seed)
-    best, best_inertia = None, float("inf")
+def kmeans(X: torch.Tensor, K: int, seed: int, weight: torch.Tensor | None = None, restarts: int = 3) -> torch.Tensor:
+    """Weighted Lloyd's k-means, k-means++ seeding, best of `restarts` by inertia. X (N, F) -> centroids (K, F)."""
+    g, w, best = torch.Generator().manual_seed(seed), torch.ones(len(X)) if weight is None else weight, (None, math.inf)
     for _ in range(restarts):
-        C = X[torch.randint(len(X), (1,), generator=g)]
-        for _ in range(K - 1):  # k-means++: next centre drawn with probability ~ squared distance
-            d2 = sq_dist(X, C).min(1).values
+        C = X[torch.multinomial(w, 1, generator=g)]
+        for _ in range(K - 1):  # k-means++: next centre drawn with probability ~ weight * squared distance
+            d2 = sq_dist(X, C).min(1).values * w
             C = torch.cat([C, X[torch.multinomial(d2 / d2.sum(), 1, generator=g)]])
-        assign = None
-        for _ in range(iters):
-            new = sq_dist(X, C).argmin(1)  # (N,)
-            if assign is not None and torch.equal(new, assign):
-                break
-            assign = new
-            counts = torch.bincount(assign, minlength=K).float()  # (K,)
-            sums = torch.zeros_like(C).index_add_(0, assign, X)  # (K, F)
-            C = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], C)  # empty: keep
-        inertia = float(sq_dist(X, C).min(1).values.sum())
-        if inertia < best_inertia:
-            best, best_inertia = C, inertia
-    return best
+        for _ in range(50):  # Lloyd steps
+            assign = sq_dist(X, C).argmin(1)  # (N,)
+            mass = torch.zeros(K).index_add_(0, assign, w)  # (K,)
+            sums = torch.zeros_like(C).index_add_(0, assign, X * w[:, None])  # (K, F)
+            C = torch.where(mass[:, None] > 0, sums / mass.clamp(min=1e-12)[:, None], C)  # (K, F); empty: keep
+        best = min(best, (C, float((sq_dist(X, C).min(1).values * w).sum())), key=lambda b: b[1])
+    return best[0]
 
 
 def best_one_to_one(counts: np.ndarray) -> np.ndarray:
-    """counts (K, K): cluster x role co-occurrences -> role of each cluster, the bijection with the most
-    correct tokens. Exact: all K! permutations (5040 for K = 7), so no Hungarian solver is needed."""
-    K = counts.shape[0]
-    assert counts.shape == (K, K) and K <= 8, f"counts {counts.shape}: need a square matrix with K <= 8"
-    perms = np.array(list(itertools.permutations(range(K))))  # (K!, K): perms[p, cluster] = role
-    totals = counts[np.arange(K)[None, :], perms].sum(1)
-    return perms[int(totals.argmax())]
+    """counts (K, R): cluster x role co-occurrences -> role of each cluster (-1: none); distinct roles, the
+    assignment with the most correct tokens (Hungarian algorithm, exact)."""
+    rows, cols = linear_sum_assignment(-counts)
+    mapping = np.full(counts.shape[0], -1)
+    mapping[rows] = cols
+    return mapping
 
 
-def features(Z: torch.Tensor, cfg: Config) -> torch.Tensor:
-    return F.normalize(Z, dim=1) if cfg.cluster_norm else Z
+def v_measure(gold: np.ndarray, cluster: np.ndarray) -> float:
+    """V-measure (Rosenberg and Hirschberg 2007): harmonic mean of homogeneity I(C;K)/H(C) and completeness
+    I(C;K)/H(K) of a clustering K against the gold roles C. Needs no mapping from clusters to roles."""
+    p = np.zeros((gold.max() + 1, cluster.max() + 1))
+    np.add.at(p, (gold, cluster), 1.0 / gold.size)
+    ent = lambda q: float(-(q[q > 0] * np.log(q[q > 0])).sum())  # noqa: E731
+    h_c, h_k = ent(p.sum(1)), ent(p.sum(0))
+    mi = h_c + h_k - ent(p.ravel())
+    hom, com = (mi / h_c if h_c else 1.0), (mi / h_k if h_k else 1.0)
+    return 2 * hom * com / (hom + com) if hom + com else 0.0
 
 
-def fit_readout(split: str, Z: torch.Tensor, gold: np.ndarray, K_roles: int, cfg: Config, seed: int) -> dict:
-    """Fit all three read-outs on one split's frozen states; refuses any split but train_a."""
+def fit_readout(split: str, Z: torch.Tensor, gold: np.ndarray, ids: torch.Tensor, K_roles: int, cfg: Config,
+                seed: int) -> dict:
+    """Fit every read-out on one split's frozen states (Z (N, H), gold and word ids (N,)); train_a only."""
     if split != "train_a":
         raise ValueError(f"fit_readout got split {split!r}: read-outs are fitted on train_a only, then applied "
                          f"unchanged to the other splits")
-    X = features(Z, cfg)
-    out = {}
-    for name, K in (("one_to_one", K_roles), ("many_to_one", 2 * K_roles)):
-        C = kmeans(X, K, seed)
+    X, w, out = F.normalize(Z, dim=1), (1.0 / torch.bincount(ids)[ids].float()) if cfg.type_weighted else None, {}
+    for K in (7, 14, 28):
+        C = kmeans(X, K, seed + K, w)  # no labels up to here
         counts = np.zeros((K, K_roles), dtype=np.int64)
-        np.add.at(counts, (sq_dist(X, C).argmin(1).numpy(), gold), 1)
-        mapping = best_one_to_one(counts) if K == K_roles else counts.argmax(1)
-        out[name] = (C, mapping)
-    out["probe"] = linear_probe(Z, gold, K_roles, seed)
-    return out
-
-
-def linear_probe(Z: torch.Tensor, gold: np.ndarray, K: int, seed: int, steps: int = 150,
-                 max_tokens: int = 40000) -> nn.Linear:
-    """Softmax regression on frozen (standardised) states, full-batch Adam on a seeded sample of at most
-    max_tokens train_a tokens. USES LABELS: an upper bound on what the states hold, not a zero-label score."""
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(Z), generator=g)[:max_tokens]
-    mean, std = Z.mean(0), Z.std(0) + 1e-6
-    lin = nn.Linear(Z.shape[1], K)
-    with torch.no_grad():
-        lin.weight.copy_(0.01 * torch.randn(lin.weight.shape, generator=g))
-        lin.bias.zero_()
+        np.add.at(counts, (sq_dist(X, C).argmin(1).numpy(), gold), 1)  # labels only name the clusters
+        out[K] = (C, {f"M:1 K={K}": counts.argmax(1), **({"1:1 K=7": best_one_to_one(counts)} if K == 7 else {})})
+    g = torch.Generator().manual_seed(seed)  # the probe: softmax regression, USES LABELS (an upper bound)
+    idx, mean, std = torch.randperm(len(Z), generator=g)[:40000], Z.mean(0), Z.std(0) + 1e-6
+    lin = nn.Linear(Z.shape[1], K_roles)
+    nn.init.normal_(lin.weight, std=0.01, generator=g), nn.init.zeros_(lin.bias)
     opt = torch.optim.Adam(lin.parameters(), lr=0.05)
-    X, y = (Z[idx] - mean) / std, torch.from_numpy(gold)[idx]
     with torch.enable_grad():
-        for _ in range(steps):
-            loss = F.cross_entropy(lin(X), y)
-            opt.zero_grad()
-            loss.backward()
+        for _ in range(150):  # full batch
+            opt.zero_grad(), F.cross_entropy(lin((Z[idx] - mean) / std), torch.from_numpy(gold)[idx]).backward()
             opt.step()
-    lin.register_buffer("mean", mean)
-    lin.register_buffer("std", std)
-    return lin
+    return {**out, "probe": (lin, mean, std)}
 
 
 @torch.no_grad()
-def apply_readout(readout: dict, Z: torch.Tensor, cfg: Config) -> dict[str, np.ndarray]:
-    X = features(Z, cfg)
-    out = {name: readout[name][1][sq_dist(X, readout[name][0]).argmin(1).numpy()]
-           for name in ("one_to_one", "many_to_one")}
-    lin = readout["probe"]
-    out["probe"] = lin((Z - lin.mean) / lin.std).argmax(1).numpy()
+def apply_readout(readout: dict, Z: torch.Tensor) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]]:
+    """Frozen states (N, H) -> ({read-out: role ids (N,), -1 = no role}, {K: cluster ids (N,)})."""
+    X, preds, clusters = F.normalize(Z, dim=1), {}, {}
+    for K in (7, 14, 28):
+        C, maps = readout[K]
+        clusters[K] = sq_dist(X, C).argmin(1).numpy()
+        preds.update({name: m[clusters[K]] for name, m in maps.items()})
+    lin, mean, std = readout["probe"]
+    preds["probe"] = lin((Z - mean) / std).argmax(1).numpy()
+    return preds, clusters
+
+
+def score(f: dict, pred: np.ndarray, roles: list[str] | None = None) -> dict:
+    """Token accuracy overall and on sd tokens; with roles, also recall per gold role and accuracy per construction."""
+    correct, out, g, cons = pred == f["gold"], {}, f["gold"], f["construction"]
+    if roles:
+        out = {"per_role": {r: float(correct[g == k].mean()) for k, r in enumerate(roles) if (g == k).any()},
+               "per_construction": {c: float(correct[cons == c].mean()) for c in sorted(set(cons))}}
+    return {"accuracy": float(correct.mean()), "sd": float(correct[f["sd"]].mean()), **out}
+
+
+def evaluate_model(model: SPCN, sentences: dict[str, list[dict]], meta: dict, flat: dict, seed: int,
+                   splits: tuple[str, ...]) -> dict:
+    """States of train_a fit the read-outs; every split in `splits` is scored with them unchanged."""
+    fit_on = encode(sentences["train_a"][:READOUT_SENTENCES], meta["vocabulary"])
+    gold = flat["train_a"]["gold"][:sum(len(s) for s in fit_on)]
+    readout = fit_readout("train_a", states(model, fit_on), gold, torch.cat(fit_on), len(meta["roles"]),
+                          model.cfg, seed)
+    var, c = torch.cat([model.var_x, model.var_c]), model.cfg  # unclamped relative precision: a saturated clamp?
+    raw = var.log().mean().exp() / var
+    result = {"precision_min_p10_median_p90_max": raw.quantile(torch.tensor([0, .1, .5, .9, 1])).tolist(),
+              "precision_clamped": float(((raw >= c.precision_max) | (raw <= c.precision_min)).float().mean())}
+    for split in splits:
+        data, f = encode(sentences[split], meta["vocabulary"]), flat[split]
+        preds, clusters = apply_readout(readout, states(model, data))
+        result[split] = {name: score(f, p, meta["roles"] if name == HEADLINE else None) for name, p in preds.items()}
+        result[split].update({f"V K={K}": v_measure(f["gold"], cl) for K, cl in clusters.items()})
+        if model.cfg.use_spa and split == "dev_a":  # share of tokens whose K = 14 cluster moves without the prior
+            no_prior = apply_readout(readout, states(model, data, prior=False))[1][14]
+            result[split]["prior_moves_cluster"] = float((no_prior != clusters[14]).mean())
+    return result
+
+
+def floors(sentences: dict[str, list[dict]], meta: dict, flat: dict, splits: tuple[str, ...]) -> dict:
+    """Model-free floors: the word -> majority role lookup over all of train_a (labels; ties: first role, as in
+    bigru_baseline.py) and word identity as a clustering (one-to-one on the read-out sample; V-measure)."""
+    ids, gold = torch.cat(encode(sentences["train_a"], meta["vocabulary"])).numpy(), flat["train_a"]["gold"]
+    counts = np.zeros((2, len(meta["vocabulary"]) + 1, len(meta["roles"])), dtype=np.int64)
+    n_fit = sum(len(s["tokens"]) for s in sentences["train_a"][:READOUT_SENTENCES])
+    np.add.at(counts, ((np.arange(len(ids)) >= n_fit).astype(int), ids, gold), 1)  # [0]: read-out sample, [1]: rest
+    lookup, one_to_one, out = counts.sum(0).argmax(1), best_one_to_one(counts[0]), {}
+    for s in splits:
+        f, ids = flat[s], torch.cat(encode(sentences[s], meta["vocabulary"])).numpy()
+        out[s] = {"lookup": score(f, lookup[ids]), "word identity 1:1": score(f, one_to_one[ids]),
+                  "word identity V": v_measure(f["gold"], ids)}
     return out
 
 
@@ -618,7 +534,12 @@ def train(sentences: list[dict], vocabulary: list[str], cfg: Config, seed: int, 
           desc: str = "") -> tuple[SPCN, list[dict]]:
     """Unsupervised training on the tokens of `sentences` (role labels, if present, are never read)."""
     data = encode(sentences, vocabulary)
-    model = SPCN(word_codes(data, len(vocabulary) + 1, cfg, seed), cfg, seed)
+    codes, c_codes = (word_codes(data, len(vocabulary) + 1, kind, cfg, seed) for kind in (cfg.codes, cfg.context_codes))
+    n, s1, s2 = 0, 0.0, 0.0  # one pass for the context's per-dimension mean and std over training tokens
+    for _, ids, lengths in batches(data, 512, None):
+        c = context_traces(c_codes[ids], lengths, cfg)[torch.arange(ids.shape[1])[None, :] < lengths[:, None]]
+        n, s1, s2 = n + len(c), s1 + c.sum(0), s2 + (c ** 2).sum(0)
+    model = SPCN(codes, c_codes, s1 / n, (s2 / n - (s1 / n) ** 2).clamp(min=0).sqrt() + 1e-6, cfg, seed)
     gen = torch.Generator().manual_seed(seed + 1000)  # batch order, independent of the init stream
     plan = [b for _ in range(cfg.epochs) for b in batches(data, cfg.batch_size, gen)]
     log, t0, n_tok = [], time.time(), 0
@@ -626,153 +547,152 @@ def train(sentences: list[dict], vocabulary: list[str], cfg: Config, seed: int, 
     for step, (_, ids, lengths) in enumerate(bar):
         _, st = run_batch(model, ids, lengths, learn=True)
         n_tok += int(lengths.sum())
-        bar.set_postfix(err_x=f"{st['err_x']:.3f}", err_c=f"{st['err_c']:.3f}", lr=cfg.lr,
-                        tok_s=f"{n_tok / (time.time() - t0):.0f}", refresh=False)
+        bar.set_postfix(**{k: f"{v:.3f}" for k, v in st.items()}, tok_s=f"{n_tok / (time.time() - t0):.0f}")
         if step % 50 == 0 or step == len(plan) - 1:
             log.append({"step": step, **st, "seconds": round(time.time() - t0, 1)})
     return model, log
 
 
-def evaluate_model(model: SPCN, sentences: dict[str, list[dict]], meta: dict, flat: dict, seed: int,
-                   splits: tuple[str, ...]) -> dict:
-    """States of train_a fit the read-outs; every split in `splits` is scored with them unchanged."""
-    fit_on = sentences["train_a"][:READOUT_SENTENCES]  # train_a is in random order; its head is a fair sample
-    gold = flat["train_a"]["gold"][:sum(len(s["tokens"]) for s in fit_on)]
-    readout = fit_readout("train_a", states(model, encode(fit_on, meta["vocabulary"])), gold, len(meta["roles"]),
-                          model.cfg, seed)
-    result = {}
-    for split in splits:
-        preds = apply_readout(readout, states(model, encode(sentences[split], meta["vocabulary"])), model.cfg)
-        f = flat[split]
-        result[split] = role_metrics(f["gold"], preds["one_to_one"], f["sd"], meta["roles"], f["construction"])
-        for name in ("many_to_one", "probe"):
-            m = role_metrics(f["gold"], preds[name], f["sd"], meta["roles"])
-            result[split][name] = {k: m[k] for k in ("accuracy", "structure_dependent_accuracy")}
-    return result
+# ---------------------------------------------------------------- CLI
+ABLATIONS = {  # name -> what changes: each newly active part, and the floor without context
+    "no_traces": dict(use_traces=False, use_spa=False),  # the current word's code only (a floor)
+    "no_spa": dict(use_spa=False),                       # traces only, no memory of latents (gamma = 0)
+    "paper_gamma": dict(w_prior=0.3),                    # the paper's gamma: does the prior's weight matter?
+    "no_precision": dict(use_precision=False),           # every precision 1
+    "no_bottleneck": dict(active=10 ** 6),               # dense latent: every unit may be on
+    "codes_both": dict(codes="both"),                    # a word's own code also from its right neighbour
+    "token_weighted": dict(type_weighted=False),         # plain k-means read-out (same model, other read-out)
+}
 
 
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def listed(kind, flag: str, ok, need: str):
+    """argparse type: comma-separated values of `kind`, each passing `ok`; a clear error naming the flag."""
+    def parse(text: str) -> tuple:
+        vals = tuple(v.strip() for v in text.split(",") if v.strip())
+        try:
+            good = bool(vals) and all(ok(kind(v)) for v in vals)
+        except ValueError:
+            good = False
+        if not good:
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: {need}")
+        return tuple(map(kind, vals))
+    return parse
 
 
-def environment() -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or "none"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    cpu = next((l.split(":", 1)[1].strip() for l in cpuinfo if l.startswith("model name")), "unknown")
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "device": "cpu", "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "git_commit": commit}
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    c = Config()
+    ap = argparse.ArgumentParser(description="Hebbian predictive-coding role assignment (arXiv 2604.08556)",
+                                 allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = ap.add_argument
+    count = lambda flag: lambda t: listed(int, flag, lambda v: v > 0, "must be a positive integer")(t)[0]  # noqa
+    add("--data-dir", default=str(REPO / "data" / "roles"), help="role benchmark (made by data/roles/prepare.py)")
+    add("--out-dir", default=str(REPO / "runs" / "hebbian"), help="where results.json and metrics.jsonl go")
+    add("--bigru-results", default=str(REPO / "runs" / "bigru" / "results.json"),
+        help="BiGRU results for the ratios (make them: python bigru_baseline.py)")
+    add("--seeds", type=listed(int, "--seeds", lambda s: s >= 0, "seeds are integers >= 0, e.g. 0,1,2"),
+        default="0,1,2", help="comma-separated seeds (codes, weights, batch order, k-means)")
+    add("--ablations", default=",".join(ABLATIONS), help="comma-separated ablations after the main model, or none",
+        type=listed(str, "--ablations", lambda a: a in ABLATIONS or a == "none", f"choose from {list(ABLATIONS)}"))
+    add("--dev-only", action="store_true", help="tuning mode: score dev_a only, never compute a test-split state")
+    add("--codes", default=c.codes, choices=("left", "both"), help="code of the word itself (see docstring)")
+    add("--context-codes", default=c.context_codes, choices=("left", "both"), help="codes the traces average")
+    add("--hidden", type=count("--hidden"), default=c.hidden, help="H, latent units")
+    add("--active", type=count("--active"), default=c.active, help="k, latent units on at once (>= H: dense)")
+    add("--alphas", type=listed(float, "--alphas", lambda a: 0 < a <= 1, "each alpha must lie in (0, 1]"),
+        default=",".join(map(str, c.alphas)), help="trace timescales")
+    add("--direction", default=c.direction, choices=("forward", "both"), help="traces of earlier (+ later) words")
+    add("--w-prior", type=float, default=c.w_prior, help="gamma, SPA prior weight (alpha, beta: paper, fixed)")
+    add("--no-spa", action="store_true", help="ablation: no SPA prior (mu = 0)")
+    add("--no-traces", action="store_true", help="ablation: no traces and no SPA (current word only)")
+    add("--no-precision", action="store_true", help="ablation: every precision fixed at 1")
+    add("--token-weighted", action="store_true", help="read-out: plain k-means instead of 1/word-type-count")
+    add("--quiet", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    if not 0 <= args.w_prior < 1e3:
+        ap.error(f"--w-prior {args.w_prior}: must lie in [0, 1000) (0 = no prior; the default is 1.0)")
+    return args
 
 
-def pct(d: dict | None, key: str = "accuracy") -> str:
-    """'mean +- std' in % from a summarise_seeds entry, '-' when missing."""
-    v = d.get(key) if isinstance(d, dict) else None
-    if v is None:
-        return "-"
-    return f"{100 * v['mean']:.1f} +- {100 * v['std']:.1f}"
-
-
-def table(results: dict) -> str:
-    """The side-by-side table: Hebbian (three read-outs, ablations) vs BiGRU vs the paper, per split."""
-    V, B, roles = results["variants"], results.get("bigru_summary") or {}, results["roles"]
-    main_s = V["hebbian"]["summary"]
-    lines = ["split      | Hebbian 1:1 (K=7) | sd (1:1)      | M:1 (K=14)    | probe (labels) | BiGRU        "
-             "| BiGRU sd     | paper"]
-    for s, h in main_s.items():
-        paper = f"{100 * PAPER[s]:.1f}" if s in PAPER else "-"
-        lines.append(f"{s:10s} | {pct(h):17s} | {pct(h, 'structure_dependent_accuracy'):13s} | "
-                     f"{pct(h['many_to_one']):13s} | {pct(h['probe']):14s} | {pct(B.get(s)):12s} | "
-                     f"{pct(B.get(s), 'structure_dependent_accuracy'):12s} | {paper}")
-    if "ratio_to_bigru" in results:
-        r = results["ratio_to_bigru"]
-        lines.append(f"ratio Hebbian/BiGRU on test_a: {r['accuracy']:.3f} overall, {r['structure_dependent']:.3f} "
-                     f"sd (paper: {PAPER['ratio_to_bigru']})")
-    lines += ["", "ablation (1:1 accuracy / sd) | " + " | ".join(main_s)]
-    for name, v in V.items():
-        lines.append(f"{name:28s} | " + " | ".join(
-            f"{pct(v['summary'][s])} / {pct(v['summary'][s], 'structure_dependent_accuracy')}" for s in main_s))
-    lines += ["", "per-role 1:1 accuracy, Hebbian vs BiGRU | " + " | ".join(roles)]
-    for s, h in main_s.items():
-        lines.append(f"{s:10s} Hebbian | " + " | ".join(pct(h["per_role"], r) for r in roles))
-        if br := B.get(s, {}).get("per_role", {}):
-            lines.append(f"{s:10s} BiGRU   | " + " | ".join(pct(br, r) for r in roles))
-    if results.get("hebbian_beats_bigru"):
-        lines.append("roles where the Hebbian model beats the BiGRU: " + "; ".join(
-            f"{s}: {', '.join(rs) or 'none'}" for s, rs in results["hebbian_beats_bigru"].items()))
-    return "\n".join(lines)
+def config_from_args(args: argparse.Namespace) -> Config:
+    return Config(**{k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__},
+                  use_spa=not (args.no_spa or args.no_traces), use_traces=not args.no_traces,
+                  use_precision=not args.no_precision, type_weighted=not args.token_weighted)
 
 
 # ---------------------------------------------------------------- main
+def pct(v: dict | None, key: str = "accuracy") -> str:
+    """'mean +- std' in % from a summarise_seeds entry."""
+    v = v[key] if v and key in v else v
+    return f"{100 * v['mean']:.1f} +- {100 * v['std']:.1f}" if v and "mean" in v else "-"
+
+
+def table(res: dict) -> str:
+    """Per split every read-out (accuracy / sd accuracy, %), the lookup and the BiGRU; then each variant's headline."""
+    v, fl, bg = res["variants"], res["floors"], res.get("bigru_summary", {})
+    both = lambda d, k="sd": f"{pct(d)} / {pct(d, k)}"  # noqa: E731
+    rows = [f"{s}: " + "; ".join(f"{n} {both(h[n])}" for n in READOUTS) + f"; V K=14 {pct(h['V K=14'])}; lookup "
+            f"{100 * fl[s]['lookup']['accuracy']:.1f} / {100 * fl[s]['lookup']['sd']:.1f}; BiGRU "
+            f"{both(bg.get(s), 'structure_dependent_accuracy')}" for s, h in v["hebbian"]["summary"].items()]
+    rows += [f"ratio to the BiGRU ({HEADLINE}), {s}: {r[HEADLINE]['accuracy']:.3f} overall, {r[HEADLINE]['sd']:.3f} sd"
+             for s, r in res.get("ratio_to_bigru", {}).items()]
+    return "\n".join(rows + [f"{n:14s} " + " | ".join(f"{s} {both(x[HEADLINE])}" for s, x in var["summary"].items())
+                             for n, var in v.items()])
+
+
+def environment() -> dict:
+    """Versions, hardware, machine load and commit, for the run record."""
+    cpu = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else "model name:" + platform.processor()
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = "unknown"
+    return {"python": platform.python_version(), "torch": torch.__version__, "device": "cpu", "git_commit": commit,
+            "cpu": cpu.split("model name")[1].split("\n")[0].strip(" :\t"), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "load_avg_at_start": os.getloadavg()}
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    cfg = config_from_args(args)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    if not seeds:
-        raise ValueError(f"--seeds {args.seeds!r} names no seed; pass e.g. --seeds 0,1,2")
-    ablations = [] if args.ablations in ("none", "") else [a.strip() for a in args.ablations.split(",")]
-    if unknown := [a for a in ablations if a not in ABLATIONS]:
-        raise ValueError(f"--ablations: unknown {unknown}; choose from {sorted(ABLATIONS)} or 'none'")
+    cfg, seeds, t_start = config_from_args(args), list(args.seeds), time.time()
     out_dir, suffix = Path(args.out_dir), "_dev" if args.dev_only else ""  # tuning runs write *_dev files
     out_dir.mkdir(parents=True, exist_ok=True)
-    t_start = time.time()
-
     meta, sentences = load_role_data(args.data_dir)
-    if args.max_train:
-        sentences["train_a"] = sentences["train_a"][:args.max_train]
     flat = {s: flatten_split(sentences[s], meta) for s in SPLITS}
     splits = ("dev_a",) if args.dev_only else EVAL_SPLITS  # tuning never computes a test-split state
-    variants = {"hebbian": cfg, **{a: replace(cfg, **ABLATIONS[a]) for a in ablations}}
+    variants = {"hebbian": cfg, **{a: replace(cfg, **ABLATIONS[a]) for a in args.ablations if a != "none"}}
     env, out_variants = environment(), {}
     with open(out_dir / f"metrics{suffix}.jsonl", "w", buffering=1) as log:  # line-buffered: rows land at once
         log.write(json.dumps({"config": asdict(cfg), "seeds": seeds, "args": vars(args), **env}) + "\n")
         for name, vcfg in variants.items():
             per_seed = []
             for seed in seeds:
-                t0 = time.time()
+                t0 = time.time()  # (token_weighted retrains: training is deterministic and never reads it)
                 model, train_log = train(sentences["train_a"], meta["vocabulary"], vcfg, seed, args.quiet,
-                                         desc=f"{name} seed {seed}")
-                t1 = time.time()
-                res = evaluate_model(model, sentences, meta, flat, seed, splits)
-                res.update(seed=seed, train_seconds=round(t1 - t0, 1), eval_seconds=round(time.time() - t1, 1))
-                per_seed.append(res)
-                final = {s: {"accuracy": res[s]["accuracy"], "sd": res[s]["structure_dependent_accuracy"]}
-                         for s in splits}
-                log.write(json.dumps({"variant": name, "seed": seed, "train_log": train_log, "final": final,
-                                      "train_seconds": res["train_seconds"]}) + "\n")
+                                         f"{name} seed {seed}")
+                per_seed.append(res := {**evaluate_model(model, sentences, meta, flat, seed, splits), "seed": seed,
+                                        "seconds": round(time.time() - t0, 1)})
+                log.write(json.dumps({"variant": name, "seed": seed, "train_log": train_log,
+                                      "final": {s: res[s][HEADLINE] for s in splits}}) + "\n")
             out_variants[name] = {"config": asdict(vcfg), "per_seed": per_seed,
                                   "summary": {s: summarise_seeds([r[s] for r in per_seed]) for s in splits}}
-
-    results = {"script": "hebbian_roles.py", "model": "hebbian-spcn", "config": asdict(cfg), "seeds": seeds,
-               "roles": meta["roles"], "dev_only": args.dev_only,
-               "data": {"dir": str(args.data_dir), "generator_version": meta["generator_version"],
-                        "n_train": len(sentences["train_a"])},
-               "variants": out_variants, "env": env}
-    bigru_path = Path(args.bigru_results)
-    if bigru_path.exists():
-        results["bigru_summary"] = bigru = json.loads(bigru_path.read_text())["summary"]
+    res = {"script": "hebbian_roles.py", "config": asdict(cfg), "seeds": seeds, "headline_readout": HEADLINE,
+           "dev_only": args.dev_only, "floors": floors(sentences, meta, flat, splits), "variants": out_variants,
+           "env": env}
+    if Path(args.bigru_results).exists():
+        res["bigru_summary"] = bg = json.loads(Path(args.bigru_results).read_text())["summary"]
         h = out_variants["hebbian"]["summary"]
-        if "test_a" in h:
-            results["ratio_to_bigru"] = {
-                "accuracy": h["test_a"]["accuracy"]["mean"] / bigru["test_a"]["accuracy"]["mean"],
-                "structure_dependent": h["test_a"]["structure_dependent_accuracy"]["mean"]
-                / bigru["test_a"]["structure_dependent_accuracy"]["mean"]}
-        results["hebbian_beats_bigru"] = {
-            s: [r for r in meta["roles"] if h[s]["per_role"][r] is not None and bigru[s]["per_role"][r] is not None
-                and h[s]["per_role"][r]["mean"] > bigru[s]["per_role"][r]["mean"]] for s in h if s in bigru}
+        res["ratio_to_bigru"] = {s: {n: {"accuracy": h[s][n]["accuracy"]["mean"] / bg[s]["accuracy"]["mean"],
+                                         "sd": h[s][n]["sd"]["mean"] / bg[s]["structure_dependent_accuracy"]["mean"]}
+                                     for n in READOUTS} for s in splits if s in bg}
     else:
-        print(f"{bigru_path} not found: the BiGRU columns stay empty; make them with "
-              f"`OMP_NUM_THREADS=1 python bigru_baseline.py --seeds 0,1,2`")
-    results["wall_seconds"] = round(time.time() - t_start, 1)
-    atomic_write(out_dir / f"results{suffix}.json", json.dumps(results, indent=1) + "\n")
-    print(table(results))
-    print(f"{len(seeds)} seeds, wall {results['wall_seconds']} s -> {out_dir / f'results{suffix}.json'}")
-    return results
+        print(f"{args.bigru_results} not found: no BiGRU columns; make them with `python bigru_baseline.py`")
+    res["wall_seconds"] = round(time.time() - t_start, 1)
+    path, tmp = out_dir / f"results{suffix}.json", out_dir / f"results{suffix}.json.tmp"
+    tmp.write_text(json.dumps(res, indent=1) + "\n")
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    print(table(res))
+    print(f"{len(seeds)} seeds, wall {res['wall_seconds']} s -> {path}")
+    return res
 
 
 if __name__ == "__main__":

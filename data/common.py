@@ -272,15 +272,57 @@ def prepare_command(dataset: str) -> str:
     return PREPARE_COMMANDS[dataset]
 
 
+# A file up to this many tokens (256 MiB) has every id checked at start-up (PTB: 1.1M tokens, a millisecond);
+# a larger one (FineWeb: billions) has ID_CHECK_BLOCKS evenly spaced blocks of 1M tokens checked, so that
+# start-up reads 128 MiB, not the whole corpus. A damaged region between the blocks would go unnoticed.
+ID_CHECK_ALL = 1 << 27
+ID_CHECK_BLOCKS = 64
+
+
 def load_tokens(dataset: str, split: str) -> np.memmap:
-    """data/<dataset>/<split>.bin as a read-only uint16 memory map."""
-    path = DATA_DIR / dataset / f"{split}.bin"
+    """data/<dataset>/<split>.bin as a read-only uint16 memory map, checked against data/<dataset>/meta.json.
+
+    Every problem is a SystemExit naming the file, what was expected and found, and the prepare command that
+    rebuilds it: a missing file, a missing or unreadable meta.json (prepare writes it last, so its absence
+    means an interrupted or older preparation), another tokenizer or dtype, a size that is not a whole
+    number of uint16 ids or not the token count meta.json records, and token ids past the vocabulary."""
+    path, meta_path = DATA_DIR / dataset / f"{split}.bin", DATA_DIR / dataset / "meta.json"
+    rebuild = f"rebuild it with `{prepare_command(dataset)}` (see `{prepare_command(dataset)} --help`)"
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: prepare it first with `{prepare_command(dataset)}` "
-                                f"(see `{prepare_command(dataset)} --help`)")
-    if path.stat().st_size == 0:
-        raise ValueError(f"{path} is empty; re-run `{prepare_command(dataset)}`")
-    return np.memmap(path, dtype=np.uint16, mode="r")
+        raise SystemExit(f"{path} not found: prepare it first with `{prepare_command(dataset)}` "
+                         f"(see `{prepare_command(dataset)} --help`)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"{meta_path} not found, so {path} cannot be checked: the preparation was interrupted or "
+                         f"is older than this code; {rebuild}") from None
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{meta_path} is unreadable ({type(e).__name__}: {e}); {rebuild}") from None
+    found = (meta.get("dtype"), meta.get("tokenizer", {}).get("n_vocab"), meta.get("tokenizer", {}).get("eot"))
+    if found != ("uint16", N_VOCAB, EOT):
+        raise SystemExit(f"{meta_path} describes dtype {found[0]}, vocabulary {found[1]}, end-of-text {found[2]}; "
+                         f"these scripts read uint16 GPT-2 ids (vocabulary {N_VOCAB}, end-of-text {EOT}); {rebuild}")
+    size, expected = path.stat().st_size, meta.get("tokens", {}).get(split)
+    if size % 2:
+        raise SystemExit(f"{path} has {size:,} bytes, not a whole number of 2-byte (uint16) token ids: it was cut "
+                         f"short or is not a token file; {rebuild}")
+    if size // 2 != expected:
+        raise SystemExit(f"{path} holds {size // 2:,} tokens, but {meta_path} records "
+                         f"{'no count' if expected is None else f'{expected:,}'} for {split!r}: the file was "
+                         f"changed after its preparation, or meta.json belongs to another one; {rebuild}")
+    if size == 0:
+        raise SystemExit(f"{path} is empty; {rebuild}")
+    data = np.memmap(path, dtype=np.uint16, mode="r")
+    n, block = len(data), 1 << 20
+    starts = [0] if n <= ID_CHECK_ALL else np.linspace(0, n - block, ID_CHECK_BLOCKS).astype(np.int64)
+    for start in starts:
+        part = data[start:start + (n if n <= ID_CHECK_ALL else block)]
+        if part.max() >= N_VOCAB:
+            where = int(start + np.argmax(part >= N_VOCAB))
+            raise SystemExit(f"{path} holds token id {int(data[where])} at position {where:,}, past the GPT-2 "
+                             f"vocabulary (ids 0..{N_VOCAB - 1}): the file is damaged or from another tokenizer; "
+                             f"{rebuild}")
+    return data
 
 
 # ----------------------------------------------------------------------------- downloads

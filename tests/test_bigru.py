@@ -9,6 +9,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import bigru_baseline as bg  # noqa: E402
+from data.roles.prepare import prepare  # noqa: E402
 
 ROLES = ["AGENT", "PATIENT", "RECIPIENT", "LOCATION", "ACTION", "MODIFIER", "FUNCTION"]
 
@@ -16,13 +17,7 @@ ROLES = ["AGENT", "PATIENT", "RECIPIENT", "LOCATION", "ACTION", "MODIFIER", "FUN
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("roles")
-    prepare = bg.REPO / "data" / "roles" / "prepare.py"
-    assert prepare.exists(), f"{prepare} missing"
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("roles_prepare", prepare)
-    mod = sys.modules["roles_prepare"] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    mod.prepare(out, seed=0, n_train=800, n_dev=150, n_test=150)
+    prepare(out, seed=0, n_train=800, n_dev=150, n_test=150)
     return out
 
 
@@ -104,8 +99,9 @@ def test_truncated_file_names_file_and_line(small_data, tmp_path):
 
 def test_bigru_smoke_learns_tiny_split(small_data, tmp_path):
     out = tmp_path / "run"
-    res = bg.main(["--data_dir", str(small_data), "--out_dir", str(out), "--seeds", "0", "--hidden_size", "32",
-                   "--embed_dim", "16", "--batch_size", "16", "--max_epochs", "4", "--quiet", "--device", "cpu"])
+    res = bg.main(["--data-dir", str(small_data), "--out-dir", str(out), "--seeds", "0", "--hidden-size", "32",
+                   "--embed-dim", "16", "--batch-size", "16", "--max-epochs", "4", "--lr", "0.003", "--quiet",
+                   "--device", "cpu"])
     # Chance is 1/7; always answering FUNCTION, the commonest role, gives about 0.45.
     assert res["summary"]["dev_a"]["accuracy"]["mean"] > 0.85, res["summary"]["dev_a"]["accuracy"]
     assert res["summary"]["test_a"]["accuracy"]["mean"] > 0.7, res["summary"]["test_a"]["accuracy"]
@@ -118,30 +114,21 @@ def test_bigru_smoke_learns_tiny_split(small_data, tmp_path):
     assert (out / "metrics.jsonl").exists() and (out / "seed0.pt").exists()
 
 
-SHARED_BEGIN = "# ---- shared role-task code"
-SHARED_END = "# ---- end of shared role-task code ----"
+def test_dev_only_never_scores_a_test_split(small_data, tmp_path):
+    res = bg.main(["--data-dir", str(small_data), "--out-dir", str(tmp_path), "--seeds", "0", "--hidden-size", "16",
+                   "--embed-dim", "8", "--max-epochs", "1", "--dev-only", "--quiet", "--device", "cpu"])
+    assert set(res["summary"]) == {"dev_a"} and set(res["per_seed"][0]) & set(bg.EVAL_SPLITS) == {"dev_a"}
+    assert (tmp_path / "results_dev.json").exists() and not (tmp_path / "results.json").exists()
+    assert not list(tmp_path.glob("*.pt")), "tuning runs write no checkpoints"
 
 
-def shared_block(text: str) -> str:
-    """The code between the shared-block banners, which hebbian_roles.py copies verbatim."""
-    assert text.count(SHARED_BEGIN) == 1 and text.count(SHARED_END) == 1, "shared-block banners missing or doubled"
-    return text[text.index(SHARED_BEGIN):text.index(SHARED_END)]
-
-
-def test_shared_block_is_marked_once():
-    block = shared_block((REPO / "bigru_baseline.py").read_text())
-    for name in ("def read_role_file", "def load_role_data", "def structure_dependent", "def flatten_split",
-                 "def role_metrics", "def summarise_seeds"):
-        assert name in block, f"{name} must live in the shared block"
-
-
-def test_shared_block_identical_in_hebbian_roles():
-    """hebbian_roles.py (another issue) must copy the shared role-task code verbatim."""
-    other = REPO / "hebbian_roles.py"
-    if not other.exists():
-        pytest.skip("hebbian_roles.py not written yet")
-    assert shared_block(other.read_text()) == shared_block((REPO / "bigru_baseline.py").read_text()), \
-        "the shared role-task code in hebbian_roles.py differs from bigru_baseline.py; copy it again"
+@pytest.mark.parametrize("argv, flag", [(["--seeds", "a,b"], "--seeds"), (["--lr", "0"], "--lr"),
+                                        (["--hidden-size", "x"], "--hidden-size"), (["--seed", "1"], "--seed"),
+                                        (["--max-train", "-3"], "--max-train")])
+def test_cli_rejects_bad_flags_by_name(argv, flag, capsys):
+    with pytest.raises(SystemExit):
+        bg.parse_args(argv)
+    assert flag in capsys.readouterr().err
 
 
 def test_missing_files_are_generated(tmp_path):

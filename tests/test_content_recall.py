@@ -70,7 +70,7 @@ def test_smoke_run_returns_the_metrics(tmp_path, mixer):
     (row,) = out["summary"]
     assert (row["mixer"], row["D"], row["T"], row["K"], row["n_seeds"]) == (mixer, 16, 32, 4, 1)
     assert row["state_floats"] == R.mixer_state_floats(mixer, tiny_config()) and out["chosen_lr"] == {mixer: 1e-3}
-    (run,) = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    (run,) = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert run["acc"] == row["acc_mean"] and run["steps"] == 3 and math.isfinite(run["loss"])
     assert json.loads((tmp_path / "results.json").read_text())["summary"] == out["summary"]
     assert f"| {mixer} (1e-03) | 32 (4) |" in out["table"]
@@ -106,10 +106,10 @@ def test_bad_arguments_are_clear_argparse_errors(argv, words, capsys):
 
 def test_a_finished_sweep_is_not_overwritten_without_a_flag(tmp_path):
     R.main(TINY + ["--mixers", "ema", "--out-dir", str(tmp_path)])
-    before = (tmp_path / "runs.jsonl").read_bytes()
+    before = (tmp_path / "metrics.jsonl").read_bytes()
     with pytest.raises(SystemExit, match="--resume"):
         R.main(TINY + ["--mixers", "ema", "--out-dir", str(tmp_path)])
-    assert (tmp_path / "runs.jsonl").read_bytes() == before
+    assert (tmp_path / "metrics.jsonl").read_bytes() == before
 
 
 # ----------------------------------------------------------------------------- the localisation rows

@@ -88,7 +88,8 @@ def test_learned_decays_are_trained_constants_and_selective_ones_depend_on_x():
 
 def test_learned_decays_get_no_weight_decay():
     model = tiny_model("ema-learned")
-    opt = E.make_optimizer(model, E.get_args(TINY))
+    args = E.get_args(TINY)
+    opt = E.make_optimizer(model, args.lr, args.weight_decay)
     no_decay = {id(p) for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]}
     assert all(id(b.traces.alpha_logit) in no_decay for b in model.blocks)
 

@@ -1,6 +1,5 @@
 """Tests for the grammatical-role benchmark generator, data/roles/prepare.py (small splits, a second each)."""
 import hashlib
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -8,9 +7,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("roles_prepare", REPO / "data" / "roles" / "prepare.py")
-prep = sys.modules["roles_prepare"] = importlib.util.module_from_spec(_spec)  # dataclasses need the entry
-_spec.loader.exec_module(prep)
+sys.path.insert(0, str(REPO))
+from data.roles import prepare as prep  # noqa: E402
 
 SMALL = dict(seed=0, n_train=1500, n_dev=200, n_test=200)
 

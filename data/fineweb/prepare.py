@@ -121,7 +121,8 @@ def prepare(out_dir: Path | None = None, train_shards: int = 1, val_tokens: int 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-shards", type=int, default=1,
                         help=f"number of files to read, in order (the hub sample has {N_HUB_FILES})")
     parser.add_argument("--val-tokens", type=int, default=10_000_000,

@@ -95,7 +95,8 @@ def prepare(out_dir: Path | None = None, local_files: Path | None = None, cache_
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--local-files", type=Path, default=None,
                         help="folder holding wiki.test.raw (and optionally wiki.valid.raw); nothing is downloaded")
     parser.add_argument("--out-dir", type=Path, default=None, help="output folder (default: data/wikitext103/)")
