@@ -1,10 +1,10 @@
-"""ablation_attention.py: where exactly does the EMA-only LM lose the content, in the traces or in the predictor?
+"""ablation_attention.py: where does the EMA-only LM (exponential moving averages) lose content: traces or predictor?
 
-Hypothesis (paper, arXiv 2604.08556): replacing the SPEN's linear predictor with full softmax attention over
-the EMA traces gives the same loss, so the whole gap to a Transformer sits in the traces, which compress the
-past lossily and independently of the data. The paper does not say what that attention saw (query, keys,
-values, scale). This script makes the question precise by training, on identical data, steps, learning-rate
-schedule and validation windows, four rows with 3 seeds each:
+Hypothesis (paper, arXiv 2604.08556): replacing the SPEN's (ema_lm.py's EMA block's) linear predictor with full
+softmax attention over the EMA traces gives the same loss, so the whole gap to a Transformer sits in the traces,
+which compress the past lossily and independently of the data. The paper does not say what that attention saw
+(query, keys, values, scale). This script makes the question precise by training, on identical data, steps,
+learning-rate schedule and validation windows, four rows with 3 seeds each:
 
     linear        u^_t = W_pred [h_{t-1}^1; h_{t-1}^2; h_{t-1}^3]           ema_lm.py's SPEN, unchanged
     attn-current  u^_t = Attn(q_t; slots (t-1, s) for s = 1..3)           the paper's reading
@@ -12,9 +12,9 @@ schedule and validation windows, four rows with 3 seeds each:
     transformer   ema_lm.py --mixer attention (GPT-2 block)               positive control: what is reachable
 
 What changes relative to ema_lm.py: only how x_hat_t (u^_t below) is formed inside every SPEN block. The
-rest of the block, the model, the data, the optimiser and the schedule are copied verbatim from ema_lm.py,
-and tests/test_ablation_attention.py checks that the copies are identical and that the `linear` and
-`transformer` rows build the very same parameters as ema_lm.py's two mixers.
+rest of the block, the model, the data, the optimiser and the schedule are ema_lm.py's: copied verbatim
+(tests/test_copies.py) or imported from plumbing.py; tests/test_ablation_attention.py checks that the
+`linear` and `transformer` rows build the very same parameters as ema_lm.py's two mixers.
 
 The trace attention (both attn-* rows; our reconstruction, the paper gives none of it):
     slots     the trace vectors h_{t'}^s, one slot per (position, timescale); the slot of h_{-1} = 0 (before
@@ -54,12 +54,13 @@ Measured result (default command, PTB, seeds 0-2, 2-vCPU Intel Xeon shared with 
 README "Results"): validation loss linear 5.315 +- 0.024, attn-current 5.318 +- 0.031 (+0.06%),
 attn-history 5.315 +- 0.019 (+0.01%), transformer 5.494 +- 0.032 (+3.4%). Both attention predictors match
 the linear one within seed noise, as the paper says, but at this budget the Transformer control is *worse*
-than the SPEN: there is no content gap yet to localise, so the CPU run cannot test the paper's claim. The
-GPU preset is the test; it has not been run.
+than the SPEN: there is no content gap yet to localise, so the CPU run cannot test the paper's claim on text.
+content_recall.py runs the same localisation on associative recall, where the gap exists (its rows
+trace-attn-current and trace-attn-history); the GPU preset here, the test on text, has not been run.
 
-Glossary: B batch, T time (tokens), D model width, S traces (3), H FFN hidden width, V vocabulary, L blocks,
-n_head attention heads. a_s = alpha (weight of the new input), h_t^s = trace s after position t, u_t the
-block input after LayerNorm, u^_t its prediction from the past (the paper's x_hat_t).
+Glossary: B batch, T time (tokens), D model width, S traces (3), H hidden width of the feed-forward network
+(FFN), V vocabulary, L blocks, n_head attention heads. a_s = alpha (weight of the new input), h_t^s = trace s
+after position t, u_t the block input after LayerNorm, u^_t its prediction from the past (the paper's x_hat_t).
 """
 # ----------------------------------------------------------------------------- imports
 import argparse
@@ -440,7 +441,8 @@ class LanguageModel(nn.Module):
         x = self.wte(idx)  # (B, T, D)
         if self.wpe is not None:
             if T > self.cfg.block_size:
-                raise ValueError(f"sequence of {T} tokens exceeds the attention model's block size {self.cfg.block_size}")
+                raise ValueError(f"sequence of {T} tokens exceeds the attention model's block size "
+                                 f"{self.cfg.block_size}")
             x = x + self.wpe(torch.arange(T, device=idx.device))
         for block in self.blocks:
             x = block(x)

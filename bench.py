@@ -1,9 +1,9 @@
-"""bench.py: how fast is the EMA scan, and does an EMA-only model train faster than a Transformer?
+"""bench.py: how fast is the EMA (exponential moving average) scan; does an EMA-only model train faster?
 
-Hypothesis: an EMA-only model exists to be cheap. Its context costs O(T) memory traffic and no attention,
-so (a) the chunked scan should run near the memory floor (read x once, write the S traces once) and far
-faster than the time loop, and (b) a SPEN training step should beat a same-size Transformer's, the more
-so the longer the context.
+Hypothesis: an EMA-only model exists to be cheap. Its context costs O(T) memory traffic and no attention, so (a) the
+chunked scan should run near the memory floor (read x once, write the S traces once) and far faster than the time
+loop, and (b) a training step of the SPEN (ema_lm.py's EMA model) should beat a same-size Transformer's, the more so
+the longer the context.
 
 What it measures, in one run, on whatever device it finds:
 - ceilings (GPU only): device-to-device copy bandwidth and the bf16 matrix-product rate;
@@ -11,7 +11,8 @@ What it measures, in one run, on whatever device it finds:
   forward and forward+backward; time, effective GB/s and the multiple of the floor, where
   floor = bytes of x read once + bytes of the (B, T, S, D) traces written once, at the measured copy
   bandwidth (forward+backward: twice that, as the backward reads the traces' gradient and writes x's);
-- the model: training-step tokens/s, MFU and peak memory of ema_lm.py's SPEN (`--preset paper`) and its
+- the model: training-step tokens/s, MFU (model FLOPs utilisation) and peak memory of ema_lm.py's SPEN
+  (`--preset paper`) and its
   attention control, at T=1024 and T=4096, bf16 and compiled; the small preset on a CPU.
 
 Commands:
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 
 import ema_lm as E
-from plumbing import make_optimizer, pick_device, write_json_atomic
+from plumbing import make_optimizer, peak_bf16_flops, pick_device, write_json_atomic
 
 ROOT = Path(__file__).resolve().parent
 
@@ -96,8 +97,7 @@ def ceilings(device: str, reps: int) -> dict:
     y = torch.empty_like(x)
     t = timed(lambda: y.copy_(x), device, reps)
     a = torch.randn(8192, 8192, dtype=torch.bfloat16, device=device)
-    t_mm = timed(lambda: a @ a, device, reps)
-    del x, y, a
+    t_mm = timed(lambda: a @ a, device, reps)  # x, y and a are freed on return
     return dict(copy_GBps=2 * 2 ** 30 / t / 1e9, bf16_matmul_TFLOPs=2 * 8192 ** 3 / t_mm / 1e12)
 
 
@@ -140,7 +140,7 @@ def bench_scan(shape, dtype, device: str, reps: int, chunk_sizes, copy_GBps: flo
 # ----------------------------------------------------------------------------- model
 
 
-def bench_model(preset: str, mixer: str, T: int, B: int, device: str, reps: int) -> dict:
+def bench_model(preset: str, mixer: str, T: int, B: int, device: str, reps: int, peak_flops: float) -> dict:
     """Tokens/s, MFU and peak memory of one full training step (forward, backward, AdamW)."""
     args = E.get_args(["--preset", preset, "--mixer", mixer, "--block-size", str(T), "--micro-batch", str(B),
                        "--batch-tokens", str(B * T)])
@@ -166,15 +166,13 @@ def bench_model(preset: str, mixer: str, T: int, B: int, device: str, reps: int)
     tok_s = B * T / t
     row = dict(preset=preset, mixer=mixer, ffn=cfg.ffn, T=T, B=B, params=model.num_params(), step_ms=t * 1e3,
                tok_per_s=tok_s, flops_per_token=E.flops_per_token(model))
-    if device == "cuda":
-        row["mfu"] = row["flops_per_token"] * tok_s / 989e12  # H100/H200 dense bf16 datasheet peak
+    if device == "cuda" and peak_flops:
+        row["mfu"] = row["flops_per_token"] * tok_s / peak_flops  # against this card's own bf16 peak
         row["peak_mem_GiB"] = torch.cuda.max_memory_allocated() / 2 ** 30
+    gpu_row = device == "cuda"
     print(f"  model {preset} {mixer:9s} T={T:5d} B={B:3d}: {tok_s:12,.0f} tok/s"
-          + (f", MFU {row['mfu']:.1%}, peak {row['peak_mem_GiB']:.1f} GiB" if device == "cuda" else ""))
-    del model, opt, step_model
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    return row
+          + (f", MFU {row.get('mfu', float('nan')):.1%}, peak {row['peak_mem_GiB']:.1f} GiB" if gpu_row else ""))
+    return row  # the model and optimiser are freed on return; the caller empties the CUDA cache
 
 
 # ----------------------------------------------------------------------------- main
@@ -214,12 +212,17 @@ def main(argv=None) -> dict:
                 with_ref = shape[1] <= 1024 and dtype == torch.float32
                 result["scan"] += bench_scan(shape, dtype, device, reps, chunk_sizes, copy_GBps, with_ref)
     if "model" in parts:
+        # MFU against the card's datasheet peak, else the bf16 matmul rate measured above (never another card's)
+        peak_flops = peak_bf16_flops(device) or result.get("ceilings", {}).get("bf16_matmul_TFLOPs", 0) * 1e12 or None
+        result["peak_bf16_flops"] = peak_flops
         cases = [("paper", 1024, 16), ("paper", 4096, 4)] if gpu else [("small", 128, 16)]
         result["model"] = []
         for preset, T, B in cases:
             for mixer in ("ema", "attention"):
                 try:  # one failing case (out of memory, say) must not lose the others
-                    result["model"].append(bench_model(preset, mixer, T, B, device, max(3, reps // 2)))
+                    result["model"].append(bench_model(preset, mixer, T, B, device, max(3, reps // 2), peak_flops))
+                    if gpu:
+                        torch.cuda.empty_cache()
                 except Exception as err:  # noqa: BLE001 - recorded in the JSON and printed
                     print(f"  model {preset} {mixer} T={T} failed: {err!r}")
                     result["model"].append(dict(preset=preset, mixer=mixer, T=T, B=B, error=repr(err)))

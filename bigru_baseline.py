@@ -1,4 +1,4 @@
-"""Supervised BiGRU tagger: the upper reference for grammatical role assignment.
+"""Supervised BiGRU (bidirectional gated recurrent unit) tagger: the upper reference for grammatical roles.
 
 Hypothesis. A supervised bidirectional GRU sees the whole sentence and every label, so it marks how much
 of the role task is learnable at all on this benchmark. The paper (arXiv 2604.08556) reports its
@@ -58,9 +58,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -72,6 +69,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data.roles.prepare import prepare as prepare_roles
+from plumbing import RunFolder, pick_device, run_info, save_checkpoint, write_json_atomic
 
 REPO = Path(__file__).resolve().parent
 
@@ -290,27 +288,6 @@ def train_one_seed(seed: int, cfg: Config, meta: dict, data: dict[str, list[tupl
                    "train_seconds": round(time.time() - t0, 2)}
 
 
-def atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def environment(device: torch.device) -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or "none"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
-    cpu = "unknown"
-    if Path("/proc/cpuinfo").exists():
-        cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                    if l.startswith("model name")), cpu)
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "device": str(device), "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "git_commit": commit}
-
-
 # ---------------------------------------------------------------- CLI
 def seed_list(text: str) -> list[int]:
     """argparse type for --seeds: comma-separated integers >= 0, with a clear error otherwise."""
@@ -345,6 +322,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="folder with the role benchmark; generated there by data/roles/prepare.py if missing")
     add("--out-dir", default=str(REPO / "runs" / "bigru"),
         help="where results.json, metrics.jsonl and the per-seed checkpoints are written")
+    add("--overwrite", action="store_true", help="replace the results of an earlier run in --out-dir")
     add("--seeds", type=seed_list, default=[0, 1, 2], help="comma-separated model seeds (mean +- std)")
     add("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"),
         help="auto = cuda, then mps, then cpu")
@@ -378,12 +356,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = Config(args.embed_dim, args.hidden_size, args.lr, args.batch_size, args.max_epochs, args.patience,
                  args.grad_clip)
     seeds = args.seeds
-    if args.device == "auto":
-        args.device = ("cuda" if torch.cuda.is_available() else
-                       "mps" if torch.backends.mps.is_available() else "cpu")
-    device = torch.device(args.device)
+    device = torch.device(pick_device(args.device))
     out_dir, suffix = Path(args.out_dir), "_dev" if args.dev_only else ""  # tuning runs write *_dev files
-    out_dir.mkdir(parents=True, exist_ok=True)
     splits = ("dev_a",) if args.dev_only else EVAL_SPLITS  # tuning never scores a test split
     t_start = time.time()
 
@@ -394,49 +368,50 @@ def main(argv: list[str] | None = None) -> dict:
     role_index = {r: k for k, r in enumerate(meta["roles"])}
     data = {s: encode(sentences[s], word_index, role_index) for s in SPLITS}
     flat = {s: flatten_split(sentences[s], meta) for s in splits}
-    env = environment(device)
+    env = run_info(device.type)
+    protected = (f"results{suffix}.json", f"metrics{suffix}.jsonl", "seed*.pt")  # what an earlier run left
+    with RunFolder(out_dir, overwrite=args.overwrite, protected=protected):  # locked; no run over another's files
+        log_path = out_dir / f"metrics{suffix}.jsonl"
+        log_path.write_text(json.dumps({"config": asdict(cfg), "seeds": seeds, "args": vars(args), **env}) + "\n")
 
-    log_path = out_dir / f"metrics{suffix}.jsonl"
-    log_path.write_text(json.dumps({"config": asdict(cfg), "seeds": seeds, "args": vars(args), **env}) + "\n")
+        def log(row: dict) -> None:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
 
-    def log(row: dict) -> None:
-        with open(log_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        def scores(split: str, pred: np.ndarray) -> dict:
+            f = flat[split]
+            return role_metrics(f["gold"], pred, f["sd"], meta["roles"], f["construction"])
 
-    def scores(split: str, pred: np.ndarray) -> dict:
-        f = flat[split]
-        return role_metrics(f["gold"], pred, f["sd"], meta["roles"], f["construction"])
+        per_seed = []
+        for seed in seeds:
+            model, info = train_one_seed(seed, cfg, meta, data, flat["dev_a"]["gold"], device, log, args.quiet)
+            t_eval = time.time()
+            result = {"seed": seed, **info}
+            for split in splits:
+                result[split] = scores(split, predict(model, data[split], device)[0])
+            result["eval_seconds"] = round(time.time() - t_eval, 2)
+            per_seed.append(result)
+            log({"seed": seed, "final": {s: {"accuracy": result[s]["accuracy"],
+                                             "structure_dependent_accuracy": result[s]["structure_dependent_accuracy"]}
+                                         for s in splits}})
+            if args.dev_only:
+                continue
+            ckpt = {"model": model.state_dict(), "config": asdict(cfg), "vocabulary": meta["vocabulary"],
+                    "roles": meta["roles"], "seed": seed, "best_epoch": info["best_epoch"]}
+            save_checkpoint(out_dir / f"seed{seed}.pt", ckpt)
 
-    per_seed = []
-    for seed in seeds:
-        model, info = train_one_seed(seed, cfg, meta, data, flat["dev_a"]["gold"], device, log, args.quiet)
-        t_eval = time.time()
-        result = {"seed": seed, **info}
-        for split in splits:
-            result[split] = scores(split, predict(model, data[split], device)[0])
-        result["eval_seconds"] = round(time.time() - t_eval, 2)
-        per_seed.append(result)
-        log({"seed": seed, "final": {s: {"accuracy": result[s]["accuracy"],
-                                         "structure_dependent_accuracy": result[s]["structure_dependent_accuracy"]}
-                                     for s in splits}})
-        if args.dev_only:
-            continue
-        ckpt = {"model": model.state_dict(), "config": asdict(cfg), "vocabulary": meta["vocabulary"],
-                "roles": meta["roles"], "seed": seed, "best_epoch": info["best_epoch"]}
-        atomic_write(out_dir / f"seed{seed}.pt", lambda p: torch.save(ckpt, p))
-
-    results = {
-        "script": "bigru_baseline.py", "model": "bigru", "config": asdict(cfg), "seeds": seeds,
-        "data": {"dir": str(args.data_dir), "generator_version": meta["generator_version"],
-                 "data_seed": meta["seed"], "n_train": len(sentences["train_a"]), "files": meta["files"]},
-        "dev_only": args.dev_only, "summary": {s: summarise_seeds([r[s] for r in per_seed]) for s in splits},
-        "per_seed": per_seed,
-        "lexical_baseline": {s: scores(s, lexical_baseline(meta, sentences["train_a"], sentences[s]))
-                             for s in splits},
-        "env": env, "wall_seconds": round(time.time() - t_start, 1),
-        "train_seconds_total": round(sum(r["train_seconds"] for r in per_seed), 1),
-    }
-    atomic_write(out_dir / f"results{suffix}.json", lambda p: p.write_text(json.dumps(results, indent=1) + "\n"))
+        results = {
+            "script": "bigru_baseline.py", "model": "bigru", "config": asdict(cfg), "seeds": seeds,
+            "data": {"dir": str(args.data_dir), "generator_version": meta["generator_version"],
+                     "data_seed": meta["seed"], "n_train": len(sentences["train_a"]), "files": meta["files"]},
+            "dev_only": args.dev_only, "summary": {s: summarise_seeds([r[s] for r in per_seed]) for s in splits},
+            "per_seed": per_seed,
+            "lexical_baseline": {s: scores(s, lexical_baseline(meta, sentences["train_a"], sentences[s]))
+                                 for s in splits},
+            "env": env, "wall_seconds": round(time.time() - t_start, 1),
+            "train_seconds_total": round(sum(r["train_seconds"] for r in per_seed), 1),
+        }
+        write_json_atomic(out_dir / f"results{suffix}.json", results)
 
     print(f"{'split':10s} {'accuracy':>17s} {'struct.-dep.':>17s} {'lexical':>8s}   ({len(seeds)} seeds)")
     for s in splits:

@@ -9,7 +9,7 @@ was paired with each. The claim runs two things together, and the mixers of ema_
 them, one factor at a time:
 
     mixer          state per block        decay                    read of the state
-    ema            3 D traces             three constants (paper)  linear (the SPEN block)
+    ema            3 D traces             three constants (paper)  linear (the SPEN block, ema_lm.py)
     ema-learned    3 D traces             learned constants        linear
     selective      3 D traces             f(current token)         linear
     linattn        D^2 / 2H matrix        learned constants        query (content-addressed)
@@ -64,7 +64,6 @@ per sequence, V vocabulary, L blocks. a = alpha (weight of the new input in a tr
 """
 # ----------------------------------------------------------------------------- imports
 import argparse
-import json
 import math
 import multiprocessing
 import os
@@ -80,7 +79,8 @@ import torch.nn.functional as F
 
 from ema_lm import ALPHAS, MIXERS as LM_MIXERS, LanguageModel, ModelConfig, SPENBlock
 from mixers import state_floats
-from plumbing import RunFolder, StopOnSignal, lr_at, make_optimizer, pick_device, read_jsonl, run_info, write_json_atomic
+from plumbing import (RunFolder, StopOnSignal, lr_at, make_optimizer, pick_device, read_jsonl, run_info,
+                      write_json_atomic)
 
 ROOT = Path(__file__).resolve().parent
 LOCALISATION = ("trace-attn-current", "trace-attn-history")
@@ -183,7 +183,8 @@ def mqar(n: int, T: int, K: int, V: int, seed, noise: bool = True, power_a: floa
     values = half + np.argsort(rng.random((n, V - half)), 1)[:, :K]  # (n, K) distinct values from V/2..V-1
     space = (T - 2 * K) // 2  # query slots at even offsets after the pairs
     log_p = (power_a - 1) * np.log(np.arange(1, space + 1))  # Zoology's power law over the gap
-    gaps = np.argsort(-(log_p - np.log(-np.log(rng.random((n, space))))), 1)[:, :K]  # Gumbel top-K: K slots without replacement
+    gumbel = -np.log(-np.log(rng.random((n, space))))
+    gaps = np.argsort(-(log_p + gumbel), 1)[:, :K]  # Gumbel top-K: K slots drawn without replacement
     inputs = rng.integers(0, V, (n, T)) if noise else np.zeros((n, T), dtype=np.int64)  # filler
     inputs[:, 0:2 * K:2], inputs[:, 1:2 * K:2] = keys, values
     query_pos = 2 * K + 2 * gaps  # (n, K): key k is asked at query_pos[:, k]
@@ -447,16 +448,20 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay on matrices (0: it pulls the "
                    "key and value embeddings to zero; with 0.1 attention solved one of two pilot seeds)")
     p.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this")
-    p.add_argument("--workers", type=int, default=None, help="parallel runs, one CPU thread each (default: 2 on CPU, 1 on GPU)")
+    p.add_argument("--workers", type=int, default=None, help="parallel runs, one CPU thread each (default: 2 on "
+                   "CPU, 1 on GPU)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, mps or cpu")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile each model (default: on for cuda only)")
-    p.add_argument("--out-dir", default=str(ROOT / "runs" / "content_recall"), help="folder for results.json, metrics.jsonl and the figure")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile each model "
+                   "(default: on for cuda only)")
+    p.add_argument("--out-dir", default=str(ROOT / "runs" / "content_recall"), help="folder for results.json, "
+                   "metrics.jsonl (one line per finished run) and the figure")
     fresh_or_not = p.add_mutually_exclusive_group()
-    fresh_or_not.add_argument("--resume", action="store_true", help="reuse the finished runs in <out-dir>/metrics.jsonl "
-                              "that have the same budget")
+    fresh_or_not.add_argument("--resume", action="store_true", help="reuse the finished runs in "
+                              "<out-dir>/metrics.jsonl that have the same budget")
     fresh_or_not.add_argument("--overwrite", action="store_true", help="start afresh in an --out-dir that holds "
                               "runs (they are deleted)")
-    p.add_argument("--figure", action=argparse.BooleanOptionalAction, default=True, help="save the figure (needs matplotlib; skipped without it)")
+    p.add_argument("--figure", action=argparse.BooleanOptionalAction, default=True, help="save the figure (needs "
+                   "matplotlib)")
     args = p.parse_args(argv)
     preset = PRESETS[args.preset]
     for k, v in preset.items():
@@ -469,13 +474,15 @@ def get_args(argv=None) -> argparse.Namespace:
         except ValueError:
             p.error(f"--{flag} {text!r}: expected comma-separated integers")
         if not values or min(values) < (0 if flag == "seeds" else 1):
-            p.error(f"--{flag} {text!r}: expected at least one {'non-negative' if flag == 'seeds' else 'positive'} integer")
+            kind = "non-negative" if flag == "seeds" else "positive"
+            p.error(f"--{flag} {text!r}: expected at least one {kind} integer")
         return values
 
     args.mixers = [m for m in args.mixers.split(",") if m]
     args.widths, args.lengths = ints("widths", args.widths), ints("lengths", args.lengths)
     args.seeds = ints("seeds", args.seeds)
-    args.kv_pairs = ints("kv-pairs", args.kv_pairs) if args.kv_pairs else [preset["pairs"].get(T, max(1, T // 8)) for T in args.lengths]
+    args.kv_pairs = ints("kv-pairs", args.kv_pairs) if args.kv_pairs else \
+        [preset["pairs"].get(T, max(1, T // 8)) for T in args.lengths]
     args.batch = ints("batch", args.batch) if args.batch else [max(1, preset["tokens"] // T) for T in args.lengths]
     try:
         args.lrs = [float(v) for v in str(args.lrs).split(",") if v]
@@ -493,7 +500,8 @@ def get_args(argv=None) -> argparse.Namespace:
         if len(getattr(args, flag)) == 1:
             setattr(args, flag, getattr(args, flag) * len(args.lengths))
         if len(getattr(args, flag)) != len(args.lengths):
-            p.error(f"--{flag.replace('_', '-')} {getattr(args, flag)} needs one entry per length in --lengths {args.lengths}")
+            p.error(f"--{flag.replace('_', '-')} {getattr(args, flag)} needs one entry per length in "
+                    f"--lengths {args.lengths}")
     for T, K in zip(args.lengths, args.kv_pairs):
         if T % 2 or 4 * K > T or K >= args.vocab // 2:
             p.error(f"length {T} with {K} pairs: T must be even, 4K <= T (pairs, then as many query slots) "
@@ -532,7 +540,8 @@ def main(argv=None) -> dict:
     with RunFolder(out_dir, args.resume, args.overwrite, protected=("metrics.jsonl", "results.json")) as run, \
             StopOnSignal() as stop:
         # 1. Learning rate per mixer: one width and length, the first seed, scored on the validation set.
-        common = dict(args=args, T=lr_T, K=setting[lr_T][0], B=setting[lr_T][1], D=lr_D, seed=args.seeds[0], split="val")
+        common = dict(args=args, T=lr_T, K=setting[lr_T][0], B=setting[lr_T][1], D=lr_D, seed=args.seeds[0],
+                      split="val")
         lr_runs = run_jobs([dict(common, mixer=m, lr=lr) for m in args.mixers for lr in args.lrs] if len(args.lrs) > 1
                            else [], workers, run, stop, t_start, done)
         chosen_lr = {}
@@ -542,7 +551,8 @@ def main(argv=None) -> dict:
 
         # 2. The sweep, every mixer at its own learning rate, scored on the test set; the localisation rows (the
         #    paper's predictor ablation, which only needs a point where a content gap exists) at the lr point only.
-        jobs = [dict(args=args, mixer=m, D=D, T=T, K=setting[T][0], B=setting[T][1], lr=chosen_lr[m], seed=s, split="test")
+        jobs = [dict(args=args, mixer=m, D=D, T=T, K=setting[T][0], B=setting[T][1], lr=chosen_lr[m], seed=s,
+                     split="test")
                 for m in args.mixers for T in args.lengths for D in args.widths for s in args.seeds
                 if m not in LOCALISATION or (D, T) == (lr_D, lr_T)]
         runs = run_jobs(jobs, workers, run, stop, t_start, done)
@@ -553,7 +563,8 @@ def main(argv=None) -> dict:
     print(table)
     print(f"learning rates (validation accuracy at D = {lr_D}, T = {lr_T}):")
     for m in args.mixers:
-        grid = ", ".join(f"{r['lr']:.0e}: {r['acc']:.3f}" for r in sorted(lr_runs, key=lambda r: r["lr"]) if r["mixer"] == m)
+        grid = ", ".join(f"{r['lr']:.0e}: {r['acc']:.3f}" for r in sorted(lr_runs, key=lambda r: r["lr"])
+                         if r["mixer"] == m)
         print(f"  {m}: chose {chosen_lr[m]:.0e} from [{grid or 'a single value'}]")
     print(f"wall time {wall / 60:.1f} min on {device} ({workers} worker(s)); CPU seconds in runs "
           f"{sum(r['seconds'] for r in runs + lr_runs if job_key(r) not in done):.0f}")

@@ -1,14 +1,14 @@
-"""ema_lm.py: a language model whose only temporal context is fixed-decay EMA traces.
+"""ema_lm.py: a language model whose only temporal context is fixed-decay exponential moving averages (EMA).
 
-Hypothesis (paper, arXiv 2604.08556, "EMA Is Not All You Need"): a 12-block SPEN model whose only way of
-mixing positions is three exponential moving averages (EMAs) with constant decays reaches C4 perplexity 260,
-about 8x GPT-2, because the traces forget *which* token came earlier and no later layer can undo that.
-This script trains that model and, with `--mixer attention`, a same-budget GPT-2 control on identical
-data, steps and validation windows, so "8x GPT-2" becomes a measured ratio instead of a quoted one.
+Hypothesis (paper, arXiv 2604.08556, "EMA Is Not All You Need"): a 12-block SPEN model (the paper's name; read
+below) whose only way of mixing positions is three exponential moving averages (EMAs) with constant decays reaches
+C4 perplexity 260, about 8x GPT-2, because the traces forget *which* token came earlier and no later layer can undo
+that. This script trains that model and, with `--mixer attention`, a same-budget GPT-2 control on identical data,
+steps and validation windows, so "8x GPT-2" becomes a measured ratio instead of a quoted one.
 
-SPEN is the paper's name for its block; we read it as a sparse predictive-error network: traces predict the
-block input, the prediction error is mixed with the traces and passed through a sparse FFN (Figure 1 of the
-paper; everything not in the figure is our reconstruction, see README "Reconstruction notes"):
+SPEN is the paper's name for its block; we read it as a sparse predictive-error network: traces predict the block
+input, the prediction error is mixed with the traces and passed through a sparse feed-forward network (FFN) (Figure
+1 of the paper; everything not in the figure is our reconstruction, see README "Reconstruction notes"):
 
     u_t     = LayerNorm(x_t)                                    block input, pre-norm
     h_t^s   = (1 - a_s) h_{t-1}^s + a_s u_t,  a = 0.5, 0.1, 0.02  three fixed traces, h_{-1} = 0
@@ -30,7 +30,7 @@ Commands:
     python ema_lm.py --compare runs/ptb-ema-small-s* runs/ptb-attention-small-s*   # the table over seeds
     python ema_lm.py --device cuda                     # the same run on a GPU
     python ema_lm.py --device cuda --preset paper --dataset fineweb --eval-datasets c4,wikitext103
-    torchrun --standalone --nproc_per_node=8 ema_lm.py --preset paper --dataset fineweb   # the same on 8 GPUs (DDP)
+    torchrun --standalone --nproc_per_node=8 ema_lm.py --preset paper --dataset fineweb   # 8 GPUs, PyTorch DDP
 
 Measured (seeds 0, 1, 2; 2-core CPU, one thread per run; README "Results"): default small preset on PTB,
 614k tokens, SPEN (7.29M parameters) validation perplexity 137.3 +- 1.0, the attention control (7.24M)
@@ -59,7 +59,8 @@ from tqdm import tqdm
 from data.common import gpt2_encoding, load_tokens
 from mixers import LearnedTraces, LinearAttention, SelectiveTraces
 from plumbing import (RunFolder, StopOnSignal, agree_across_ranks, check_ranges, check_same_settings,
-                      compiled_or_eager, init_distributed, load_checkpoint, lr_at, make_optimizer, pick_device,
+                      compiled_or_eager, init_distributed, load_checkpoint, lr_at, make_optimizer, peak_bf16_flops,
+                      pick_device,
                       restore_training_state, run_info, save_checkpoint, training_state, write_json_atomic)
 
 ROOT = Path(__file__).resolve().parent
@@ -271,7 +272,8 @@ class LanguageModel(nn.Module):
         x = self.wte(idx)  # (B, T, D)
         if self.wpe is not None:
             if T > self.cfg.block_size:
-                raise ValueError(f"sequence of {T} tokens exceeds the attention model's block size {self.cfg.block_size}")
+                raise ValueError(f"sequence of {T} tokens exceeds the attention model's block size "
+                                 f"{self.cfg.block_size}")
             x = x + self.wpe(torch.arange(T, device=idx.device))
         for block in self.blocks:
             x = block(x)
@@ -618,7 +620,7 @@ def main(argv=None) -> dict:
     if world > 1:  # DDP averages the gradients over the processes; `model` stays the module we save and evaluate
         train_model = DDP(train_model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None)
     n_params = model.num_params()
-    peak_flops = 989e12 * world if device == "cuda" else None  # H100/H200 dense bf16 datasheet; MFU on GPU only
+    peak_flops = (peak_bf16_flops(device) or 0) * world  # the card's peak, for MFU (model FLOPs utilisation)
     stop_at = min(args.max_steps, step + args.steps_this_run) if args.steps_this_run else args.max_steps
     # Process 0 alone holds the folder, evaluates, prints and writes; the others only train.
     with (RunFolder(out_dir, args.resume, args.overwrite) if rank == 0 else nullcontext() as run,

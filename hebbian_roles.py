@@ -48,9 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
-import subprocess
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -63,6 +60,7 @@ from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
 from data.roles.prepare import prepare as prepare_roles
+from plumbing import RunFolder, run_info, write_json_atomic
 
 REPO = Path(__file__).resolve().parent
 ALPHAS = (0.5, 0.1, 0.02)  # paper, Figure 1: fast, medium, slow; constants, never learned
@@ -587,6 +585,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     count = lambda flag: lambda t: listed(int, flag, lambda v: v > 0, "must be a positive integer")(t)[0]  # noqa
     add("--data-dir", default=str(REPO / "data" / "roles"), help="role benchmark (made by data/roles/prepare.py)")
     add("--out-dir", default=str(REPO / "runs" / "hebbian"), help="where results.json and metrics.jsonl go")
+    add("--overwrite", action="store_true", help="replace the results of an earlier run in --out-dir")
     add("--bigru-results", default=str(REPO / "runs" / "bigru" / "results.json"),
         help="BiGRU results for the ratios (make them: python bigru_baseline.py)")
     add("--seeds", type=listed(int, "--seeds", lambda s: s >= 0, "seeds are integers >= 0, e.g. 0,1,2"),
@@ -639,29 +638,17 @@ def table(res: dict) -> str:
                              for n, var in v.items()])
 
 
-def environment() -> dict:
-    """Versions, hardware, machine load and commit, for the run record."""
-    cpu = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else "model name:" + platform.processor()
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = "unknown"
-    return {"python": platform.python_version(), "torch": torch.__version__, "device": "cpu", "git_commit": commit,
-            "cpu": cpu.split("model name")[1].split("\n")[0].strip(" :\t"), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "load_avg_at_start": os.getloadavg()}
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     cfg, seeds, t_start = config_from_args(args), list(args.seeds), time.time()
     out_dir, suffix = Path(args.out_dir), "_dev" if args.dev_only else ""  # tuning runs write *_dev files
-    out_dir.mkdir(parents=True, exist_ok=True)
     meta, sentences = load_role_data(args.data_dir)
     flat = {s: flatten_split(sentences[s], meta) for s in SPLITS}
     splits = ("dev_a",) if args.dev_only else EVAL_SPLITS  # tuning never computes a test-split state
     variants = {"hebbian": cfg, **{a: replace(cfg, **ABLATIONS[a]) for a in args.ablations if a != "none"}}
-    env, out_variants = environment(), {}
-    with open(out_dir / f"metrics{suffix}.jsonl", "w", buffering=1) as log:  # line-buffered: rows land at once
+    env, out_variants = run_info("cpu"), {}
+    with RunFolder(out_dir, overwrite=args.overwrite, protected=(f"results{suffix}.json", f"metrics{suffix}.jsonl")), \
+            open(out_dir / f"metrics{suffix}.jsonl", "w", buffering=1) as log:  # line-buffered: rows land at once
         log.write(json.dumps({"config": asdict(cfg), "seeds": seeds, "args": vars(args), **env}) + "\n")
         for name, vcfg in variants.items():
             per_seed = []
@@ -687,9 +674,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         print(f"{args.bigru_results} not found: no BiGRU columns; make them with `python bigru_baseline.py`")
     res["wall_seconds"] = round(time.time() - t_start, 1)
-    path, tmp = out_dir / f"results{suffix}.json", out_dir / f"results{suffix}.json.tmp"
-    tmp.write_text(json.dumps(res, indent=1) + "\n")
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    write_json_atomic(path := out_dir / f"results{suffix}.json", res)
     print(table(res))
     print(f"{len(seeds)} seeds, wall {res['wall_seconds']} s -> {path}")
     return res

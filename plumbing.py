@@ -84,6 +84,20 @@ def check_ranges(parser, args, positive=(), non_negative=(), fraction=()) -> Non
                 parser.error(f"--{name.replace('_', '-')} {value}: must be {need}")
 
 
+# Dense bf16 peak of a card, from its datasheet, by a substring of torch.cuda.get_device_name() (first match
+# wins, so the more specific names come first). An unknown card gets no MFU rather than another card's peak.
+PEAK_BF16_TFLOPS = (("H100 PCIe", 756), ("H100 NVL", 835), ("H100", 989), ("H200", 989), ("GH200", 989),
+                    ("A100", 312), ("L40S", 362), ("L4", 121), ("A10", 125), ("RTX 4090", 165), ("RTX 3090", 71))
+
+
+def peak_bf16_flops(device: str):
+    """The card's dense bf16 FLOP/s for MFU, or None (CPU, MPS, or a card not in PEAK_BF16_TFLOPS)."""
+    if device != "cuda":
+        return None
+    name = torch.cuda.get_device_name()
+    return next((tflops * 1e12 for key, tflops in PEAK_BF16_TFLOPS if key in name), None)
+
+
 # ----------------------------------------------------------------------------- optimisation
 
 

@@ -150,7 +150,8 @@ def tokenize_to_file(path: Path | str, docs: Iterable[str], max_tokens: int | No
             bar.update(n_docs)
             bar.set_postfix(tokens=f"{w.tokens:,}", refresh=False)
         if exact and max_tokens is not None and w.tokens < max_tokens:
-            raise NotEnoughTokensError(f"{desc}: the documents hold only {w.tokens:,} tokens, {max_tokens:,} were asked for")
+            raise NotEnoughTokensError(f"{desc}: the documents hold only {w.tokens:,} tokens, "
+                                       f"{max_tokens:,} were asked for")
     return {"tokens": w.tokens, "documents": int(documents)}
 
 

@@ -31,8 +31,8 @@ def test_control_rows_are_ema_lm_models(row):
     torch.manual_seed(0)
     ours = A.LanguageModel(cfg)
     torch.manual_seed(0)
-    theirs = E.LanguageModel(E.ModelConfig(**{k: getattr(cfg, k) for k in ("vocab_size", "n_layer", "d_model", "d_ffn",
-                                                                    "ffn_active", "n_head", "block_size", "mixer", "ffn")}))
+    shared = ("vocab_size", "n_layer", "d_model", "d_ffn", "ffn_active", "n_head", "block_size", "mixer", "ffn")
+    theirs = E.LanguageModel(E.ModelConfig(**{k: getattr(cfg, k) for k in shared}))
     a, b = ours.state_dict(), theirs.state_dict()
     assert list(a) == list(b), f"parameter names differ: {set(a) ^ set(b)}"
     for k in a:
@@ -95,7 +95,8 @@ def test_attn_history_sees_the_past_but_not_the_future():
 
 
 def test_parameter_counts_are_close():
-    counts = {row: A.LanguageModel(tiny_cfg(row, d_model=128, vocab_size=50304, block_size=128)).num_params() for row in ROWS}
+    counts = {row: A.LanguageModel(tiny_cfg(row, d_model=128, vocab_size=50304, block_size=128)).num_params()
+              for row in ROWS}
     assert counts["attn-current"] == counts["attn-history"]  # the same module, only the visible slots differ
     assert abs(counts["attn-current"] / counts["linear"] - 1) < 0.03, counts
 

@@ -112,6 +112,10 @@ def test_bigru_smoke_learns_tiny_split(small_data, tmp_path):
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["summary"]["test_b"]["accuracy"]["mean"] == res["summary"]["test_b"]["accuracy"]["mean"]
     assert (out / "metrics.jsonl").exists() and (out / "seed0.pt").exists()
+    before = (out / "results.json").read_bytes()
+    with pytest.raises(SystemExit, match="--overwrite"):  # a second run does not replace the first one's results
+        bg.main(["--data-dir", str(small_data), "--out-dir", str(out), "--seeds", "0", "--quiet", "--device", "cpu"])
+    assert (out / "results.json").read_bytes() == before
 
 
 def test_dev_only_never_scores_a_test_split(small_data, tmp_path):

@@ -32,7 +32,6 @@ DIVERGENCES = {
     ("ablation_attention.py", "LanguageModel"): "chooses the block by row and counts predictor parameters",
     ("hebbian_roles.py", "Config"): "the Hebbian network's settings, not the BiGRU's",
     ("hebbian_roles.py", "encode"): "token ids for the Hebbian network (the BiGRU pads and batches its own)",
-    ("hebbian_roles.py", "environment"): "the run record of a CPU-only script",
     ("content_recall.py", "MIXERS"): "ema_lm.py's mixers plus the two localisation rows",
     ("content_recall.py", "PRESETS"): "sweep presets, not model presets",
 }

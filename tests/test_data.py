@@ -128,7 +128,8 @@ def test_ptb_prepare(tmp_path):
 def write_c4_shard(path: Path, texts: list[str]) -> None:
     with gzip.open(path, "wt", encoding="utf-8") as f:  # the real format: gzip JSON lines, text/timestamp/url
         for i, text in enumerate(texts):
-            f.write(json.dumps({"text": text, "timestamp": "2019-04-25T12:57:54Z", "url": f"https://example.com/{i}"}) + "\n")
+            row = {"text": text, "timestamp": "2019-04-25T12:57:54Z", "url": f"https://example.com/{i}"}
+            f.write(json.dumps(row) + "\n")
 
 
 @pytest.fixture
@@ -164,7 +165,8 @@ def test_c4_local_files_as_a_script(c4_shards, tmp_path):
 def test_c4_errors_and_download_path(c4_shards, tmp_path, monkeypatch):
     folder, _ = c4_shards
     with pytest.raises(FileNotFoundError, match="c4-train.00002-of-01024.json.gz"):
-        c4.main(["--local-files", str(folder), "--out-dir", str(tmp_path / "a"), "--train-shards", "3", "--val-tokens", "10"])
+        c4.main(["--local-files", str(folder), "--out-dir", str(tmp_path / "a"), "--train-shards", "3",
+                 "--val-tokens", "10"])
     with pytest.raises(ValueError, match="--val-shards"):
         c4.main(["--local-files", str(folder), "--out-dir", str(tmp_path / "b"), "--val-tokens", "100000"])
     assert not (tmp_path / "b" / "val.bin").exists()
@@ -193,8 +195,9 @@ def test_c4_errors_and_download_path(c4_shards, tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- FineWeb
 
-FINEWEB_ROW = {"id": "<urn:uuid:0>", "dump": "CC-MAIN-2013-20", "url": "http://example.com", "date": "2013-05-18T05:48:54Z",
-               "file_path": "s3://commoncrawl/x.warc.gz", "language": "en", "language_score": 0.95, "token_count": 7}
+FINEWEB_ROW = {"id": "<urn:uuid:0>", "dump": "CC-MAIN-2013-20", "url": "http://example.com",
+               "date": "2013-05-18T05:48:54Z", "file_path": "s3://commoncrawl/x.warc.gz", "language": "en",
+               "language_score": 0.95, "token_count": 7}
 
 
 def test_fineweb_jsonl_local_files(tmp_path):
@@ -203,7 +206,8 @@ def test_fineweb_jsonl_local_files(tmp_path):
     texts = {name: [f"{name} document {i}, some words." for i in range(25)] for name in ("000_00000", "001_00000")}
     with gzip.open(folder / "000_00000.jsonl.gz", "wt", encoding="utf-8") as f:
         f.writelines(json.dumps({"text": t, **FINEWEB_ROW}) + "\n" for t in texts["000_00000"])
-    (folder / "001_00000.jsonl").write_text("".join(json.dumps({"text": t, **FINEWEB_ROW}) + "\n" for t in texts["001_00000"]))
+    rows = (json.dumps({"text": t, **FINEWEB_ROW}) + "\n" for t in texts["001_00000"])
+    (folder / "001_00000.jsonl").write_text("".join(rows))
     meta = fineweb.main(["--local-files", str(folder), "--out-dir", str(tmp_path / "out"), "--train-shards", "2",
                          "--val-tokens", "30"])
     val = np.fromfile(tmp_path / "out" / "val.bin", dtype=np.uint16)

@@ -6,17 +6,6 @@ import torch
 
 import ema_lm as E
 
-# A model small enough that a training step takes milliseconds; the data is the built-in PTB.
-TINY = ["--n-layer", "2", "--d-model", "32", "--n-head", "2", "--block-size", "32", "--micro-batch", "4",
-        "--batch-tokens", "128", "--warmup-steps", "2", "--eval-tokens", "2048", "--device", "cpu"]
-
-
-def tiny_model(mixer: str, ffn: str = "sparse", seed: int = 0) -> E.LanguageModel:
-    torch.manual_seed(seed)
-    return E.LanguageModel(E.ModelConfig(n_layer=2, d_model=32, d_ffn=96, n_head=2, block_size=64, mixer=mixer,
-                                ffn=ffn, vocab_size=100))
-
-
 @pytest.mark.parametrize("T", [1, 63, 64, 65, 1000])
 @pytest.mark.parametrize("chunk", [16, 64, 100])
 def test_chunked_scan_matches_time_loop(T, chunk):
@@ -40,9 +29,10 @@ def test_reference_follows_the_stated_update():
         assert h[1, s].item() == pytest.approx((1 - a) * a + a * 3)
 
 
-@pytest.mark.parametrize("mixer,ffn", [("ema", "sparse"), ("ema", "dense"), ("attention", "dense"), ("attention", "sparse")])
-def test_no_logit_sees_the_future(mixer, ffn):
-    model = tiny_model(mixer, ffn).eval()
+@pytest.mark.parametrize("mixer,ffn", [("ema", "sparse"), ("ema", "dense"), ("attention", "dense"),
+                                       ("attention", "sparse")])
+def test_no_logit_sees_the_future(mixer, ffn, make_model):
+    model = make_model(mixer, ffn).eval()
     idx = torch.randint(0, 100, (1, 40))
     j = 23
     changed = idx.clone()
@@ -53,12 +43,57 @@ def test_no_logit_sees_the_future(mixer, ffn):
     assert not torch.allclose(a[:, j:], b[:, j:]), "token j should influence positions >= j"
 
 
-def test_sparse_ffn_keeps_six_percent():
-    cfg = E.ModelConfig(d_model=16, d_ffn=200)
-    ffn = E.FFN(cfg)
-    a = ffn.up(torch.randn(3, 5, 16))
-    kept = (a >= a.topk(ffn.k, dim=-1).values[..., -1:]).sum(-1)
-    assert ffn.k == 12 and bool((kept == 12).all())
+def sparse_ffn_reference(ffn: E.FFN, x: torch.Tensor) -> torch.Tensor:
+    """One token at a time: keep the k largest pre-activations, GELU them, zero the rest, map down."""
+    out = []
+    for token in x.reshape(-1, x.shape[-1]):
+        a = ffn.up.weight @ token  # (H,)
+        hidden = torch.zeros_like(a)
+        keep = a.topk(ffn.k).indices
+        hidden[keep] = torch.nn.functional.gelu(a[keep])
+        out.append(ffn.down.weight @ hidden)
+    return torch.stack(out).view(x.shape)
+
+
+def test_sparse_ffn_keeps_the_top_six_percent_of_each_token():
+    torch.manual_seed(0)
+    ffn = E.FFN(E.ModelConfig(d_model=16, d_ffn=200, ffn="sparse"))
+    x = torch.randn(3, 5, 16)
+    assert ffn.k == 12, "round(0.06 x 200)"
+    assert torch.allclose(ffn(x), sparse_ffn_reference(ffn, x), atol=1e-6)
+    dense = E.FFN(E.ModelConfig(d_model=16, d_ffn=200, ffn="dense"))
+    dense.load_state_dict(ffn.state_dict())
+    assert not torch.allclose(dense(x), ffn(x), atol=1e-3), "sparse must differ from dense"
+
+
+def test_causal_self_attention_matches_an_explicit_softmax():
+    torch.manual_seed(0)
+    attn = E.CausalSelfAttention(E.ModelConfig(d_model=16, n_head=4))
+    u = torch.randn(2, 7, 16)
+    q, k, v = attn.qkv(u).split(16, -1)
+    y = torch.zeros(2, 7, 16)
+    for t in range(7):
+        for h in range(4):
+            c = slice(4 * h, 4 * h + 4)
+            w = torch.softmax(torch.einsum("bd,bjd->bj", q[:, t, c], k[:, :t + 1, c]) / 2.0, -1)  # sqrt(4) = 2
+            y[:, t, c] = torch.einsum("bj,bjd->bd", w, v[:, :t + 1, c])
+    assert torch.allclose(attn(u), attn.proj(y), atol=1e-5)
+
+
+def test_learning_rate_schedule_end_points():
+    lr, warmup, steps = 1e-3, 10, 100
+    at = [E.lr_at(s, lr, warmup, steps, 0.1) for s in range(steps + 1)]
+    assert at[0] == pytest.approx(lr / warmup) and at[warmup - 1] == pytest.approx(lr)
+    assert at[warmup] == pytest.approx(lr) and at[steps] == pytest.approx(0.1 * lr)
+    assert all(a >= b for a, b in zip(at[warmup:], at[warmup + 1:])), "cosine decay never rises"
+    assert E.lr_at(10 * steps, lr, warmup, steps, 0.1) == pytest.approx(0.1 * lr), "flat after max_steps"
+
+
+def test_sample_continues_the_prompt_from_a_checkpoint(tmp_path, lm_argv):
+    E.main(lm_argv + ["--max-steps", "2", "--out-dir", str(tmp_path)])
+    out = E.main(lm_argv + ["--sample", "--prompt", "the company said", "--sample-tokens", "5", "--out-dir",
+                            str(tmp_path)])
+    assert out["sample"].startswith("the company said") and len(out["sample"]) > len("the company said")
 
 
 @pytest.mark.parametrize("mixer,low,high", [("ema", 126e6, 134e6), ("attention", 124e6 * 0.99, 124e6 * 1.01)])
@@ -71,8 +106,8 @@ def test_paper_preset_parameter_counts(mixer, low, high):
     assert low <= n <= high, f"{mixer}: {n / 1e6:.2f}M parameters"
 
 
-def test_smoke_run_trains_and_reports(tmp_path):
-    out = E.main(TINY + ["--max-steps", "30", "--eval-interval", "30", "--lr", "1e-2", "--out-dir", str(tmp_path)])
+def test_smoke_run_trains_and_reports(tmp_path, lm_argv):
+    out = E.main(lm_argv + ["--max-steps", "30", "--eval-interval", "30", "--lr", "1e-2", "--out-dir", str(tmp_path)])
     for key in ("val_loss", "val_ppl", "params", "tokens_seen", "seconds"):
         assert key in out
     losses = [json.loads(line)["train_loss"] for line in open(tmp_path / "metrics.jsonl")]
@@ -82,8 +117,8 @@ def test_smoke_run_trains_and_reports(tmp_path):
 
 
 @pytest.mark.parametrize("mixer", ["ema", "attention"])
-def test_resume_is_exact(tmp_path, mixer):
-    common = TINY + ["--mixer", mixer, "--max-steps", "6", "--eval-interval", "100"]
+def test_resume_is_exact(tmp_path, mixer, lm_argv):
+    common = lm_argv + ["--mixer", mixer, "--max-steps", "6", "--eval-interval", "100"]
     straight = E.main(common + ["--out-dir", str(tmp_path / "a")])
     E.main(common + ["--out-dir", str(tmp_path / "b"), "--steps-this-run", "3"])
     resumed = E.main(common + ["--out-dir", str(tmp_path / "b"), "--resume"])
@@ -103,27 +138,27 @@ PINNED_LOSSES = [10.819249629974365, 10.796506881713867, 10.784034729003906, 10.
 PINNED_VAL_LOSS = 10.624118868261576
 
 
-def test_training_numerics_are_pinned(tmp_path):
-    out = E.main(TINY + ["--batch-tokens", "256", "--max-steps", "6", "--eval-interval", "3", "--out-dir",
+def test_training_numerics_are_pinned(tmp_path, lm_argv):
+    out = E.main(lm_argv + ["--batch-tokens", "256", "--max-steps", "6", "--eval-interval", "3", "--out-dir",
                          str(tmp_path)])  # two micro-batches a step
     losses = [json.loads(line)["train_loss"] for line in open(tmp_path / "metrics.jsonl")]
     assert losses == pytest.approx(PINNED_LOSSES, abs=1e-5)
     assert out["val_loss"] == pytest.approx(PINNED_VAL_LOSS, abs=1e-5)
 
 
-def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
-    model = tiny_model("ema")
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path, make_model):
+    model = make_model("ema")
     path = tmp_path / "ckpt.pt"
     E.save_checkpoint(path, dict(model=model.state_dict(), model_config=E.asdict(model.cfg)))
     assert not path.with_suffix(".tmp").exists()
-    clone = tiny_model("ema", seed=1)
+    clone = make_model("ema", seed=1)
     clone.load_state_dict(E.load_checkpoint(path, model.cfg)["model"])
     idx = torch.randint(0, 100, (2, 20))
     assert torch.equal(model(idx)[0], clone(idx)[0])
 
 
-def test_checkpoint_from_another_config_is_a_clear_error(tmp_path):
-    model = tiny_model("ema")
+def test_checkpoint_from_another_config_is_a_clear_error(tmp_path, make_model):
+    model = make_model("ema")
     path = tmp_path / "ckpt.pt"
     E.save_checkpoint(path, dict(model=model.state_dict(), model_config=E.asdict(model.cfg)))
     other = E.ModelConfig(**{**E.asdict(model.cfg), "d_model": 48})
@@ -131,8 +166,9 @@ def test_checkpoint_from_another_config_is_a_clear_error(tmp_path):
         E.load_checkpoint(path, other)
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    args = TINY + ["--max-steps", "6", "--eval-interval", "2", "--checkpoint-interval", "2", "--out-dir", str(tmp_path)]
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, lm_argv):
+    args = lm_argv + ["--max-steps", "6", "--eval-interval", "2", "--checkpoint-interval", "2",
+                      "--out-dir", str(tmp_path)]
     real_forward = E.LanguageModel.forward
     calls = {"n": 0}
 
@@ -156,11 +192,11 @@ def test_bad_arguments_are_argparse_errors():
             E.get_args(argv)
 
 
-def test_missing_data_names_the_prepare_command(tmp_path, monkeypatch):
+def test_missing_data_names_the_prepare_command(tmp_path, monkeypatch, lm_argv):
     import data.common
     monkeypatch.setattr(data.common, "DATA_DIR", tmp_path)
     with pytest.raises(SystemExit, match=r"python data/c4/prepare\.py"):
-        E.main(TINY + ["--dataset", "c4", "--out-dir", str(tmp_path / "run")])
+        E.main(lm_argv + ["--dataset", "c4", "--out-dir", str(tmp_path / "run")])
 
 
 def test_scan_in_bfloat16_stays_within_one_percent():
@@ -176,14 +212,14 @@ def test_scan_compiles_without_graph_breaks():
     assert torch.allclose(fn(x), E.ema_scan_reference(x, E.ALPHAS), atol=1e-6)
 
 
-def test_a_failing_compiler_falls_back_to_eager(monkeypatch, capsys):
+def test_a_failing_compiler_falls_back_to_eager(monkeypatch, capsys, make_model):
     def broken_compile(model):
         def fail(*args, **kwargs):
             raise RuntimeError("inductor exploded")
         return fail
 
     monkeypatch.setattr(E.torch, "compile", broken_compile)
-    model = tiny_model("ema")
+    model = make_model("ema")
     assert E.compiled_or_eager(model, 2, "cpu", E.nullcontext()) is model
     assert "torch.compile failed (RuntimeError: inductor exploded)" in capsys.readouterr().out
     assert all(p.grad is None for p in model.parameters())

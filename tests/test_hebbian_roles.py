@@ -218,3 +218,7 @@ def test_smoke_run_returns_metrics(tiny_data, tmp_path, monkeypatch):
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
     assert on_disk["variants"]["hebbian"]["summary"]["test_a"]["probe"] == \
         res["variants"]["hebbian"]["summary"]["test_a"]["probe"]
+    before = (tmp_path / "run" / "results.json").read_bytes()
+    with pytest.raises(SystemExit, match="--overwrite"):  # a second run does not replace the first one's results
+        hr.main(["--data-dir", str(tiny_data), "--out-dir", str(tmp_path / "run"), "--seeds", "0", "--quiet"])
+    assert (tmp_path / "run" / "results.json").read_bytes() == before

@@ -12,8 +12,8 @@ TINY = ["--n-layer", "1", "--d-model", "32", "--n-head", "2", "--block-size", "3
 
 
 def test_token_classes_on_a_hand_made_window():
-    # window: 5 7 5 7 9 5 9 7 ; targets (previous token -> target):
-    # 5->7 novel, 7->5 repeated (5 seen, pair new), 5->7 induction, 7->9 novel, 9->5 repeated, 5->9 repeated, 9->7 repeated
+    # window: 5 7 5 7 9 5 9 7; targets (previous token -> target): 5->7 novel, 7->5 repeated (5 seen, the pair
+    # is new), 5->7 induction, 7->9 novel, 9->5 repeated, 5->9 repeated, 9->7 repeated
     tokens = torch.tensor([5, 7, 5, 7, 9, 5, 9, 7])
     classes = E.token_classes(tokens, T=7)
     names = [E.TOKEN_CLASSES[c] for c in classes[0]]
@@ -100,3 +100,19 @@ def test_compare_groups_runs_by_mixer_and_splits_the_gap_by_class(tmp_path, caps
     assert "| ema (1) |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no final.json"):
         E.main(["--compare", str(tmp_path / "missing")])
+
+
+def test_onset_figure_reads_the_probe_from_run_folders(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("plot_onset", E.ROOT / "results" / "lm" / "plot_onset.py")
+    plot_onset = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot_onset)
+    for mixer, gap in (("ema", 0.0), ("attention", 2.0)):
+        run = tmp_path / mixer
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"config": {"dataset": "ptb"}, "model_config": {"mixer": mixer}}))
+        rows = [{"step": s, "tokens": 2048 * s, "probe_gap": gap * s / 2, "val_loss_ptb": 6.0 - s} for s in (1, 2)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [{"step": 0, "tokens": 0}, *rows]))
+    curves = plot_onset.main([str(tmp_path / "ema"), str(tmp_path / "attention"), "--out", str(tmp_path / "f.png")])
+    assert curves["attention"]["gap"] == [1.0, 2.0] and curves["ema"]["tokens"] == [2048 / 1e6, 4096 / 1e6]
+    assert (tmp_path / "f.png").stat().st_size > 1000

@@ -1,19 +1,10 @@
-"""The mixers of ema_lm.py and mixers.py: fast paths against their time loops, causality, what is (not) input-dependent."""
+"""The mixers of ema_lm.py and mixers.py: fast paths against their time loops, causality, and what is (not)
+input-dependent."""
 import pytest
 import torch
 
 import ema_lm as E
 import mixers as M
-
-TINY = ["--n-layer", "2", "--d-model", "32", "--n-head", "2", "--block-size", "32", "--micro-batch", "4",
-        "--batch-tokens", "128", "--warmup-steps", "2", "--eval-tokens", "2048", "--device", "cpu"]
-
-
-def tiny_model(mixer: str, ffn: str = "sparse", seed: int = 0) -> E.LanguageModel:
-    torch.manual_seed(seed)
-    return E.LanguageModel(E.ModelConfig(n_layer=2, d_model=32, d_ffn=96, n_head=2, block_size=64, mixer=mixer,
-                                ffn=ffn, vocab_size=100))
-
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
@@ -53,8 +44,8 @@ def test_gated_scan_is_finite_at_saturated_gates_and_refuses_unsafe_chunks():
 
 
 @pytest.mark.parametrize("mixer", E.MIXERS)
-def test_no_logit_sees_the_future(mixer):
-    model = tiny_model(mixer).eval()
+def test_no_logit_sees_the_future(mixer, make_model):
+    model = make_model(mixer).eval()
     idx = torch.randint(0, 100, (1, 40))
     j = 23
     changed = idx.clone()
@@ -65,8 +56,8 @@ def test_no_logit_sees_the_future(mixer):
     assert not torch.allclose(a[:, j:], b[:, j:]), f"{mixer}: token j should influence positions >= j"
 
 
-def test_ema_decays_are_constants_not_parameters_and_not_functions_of_x():
-    traces = tiny_model("ema").blocks[0].traces
+def test_ema_decays_are_constants_not_parameters_and_not_functions_of_x(make_model):
+    traces = make_model("ema").blocks[0].traces
     assert isinstance(traces, E.FixedTraces) and not list(traces.parameters()), "ema traces must have no parameters"
     assert all(type(a) is float for a in E.ALPHAS) and E.ALPHAS == (0.5, 0.1, 0.02)
     # Coefficients independent of x <=> the map is linear in x: f(x1 + 2 x2) = f(x1) + 2 f(x2).
@@ -75,9 +66,9 @@ def test_ema_decays_are_constants_not_parameters_and_not_functions_of_x():
     assert torch.allclose(traces(x1), E.ema_scan_reference(x1, E.ALPHAS), atol=1e-5)
 
 
-def test_learned_decays_are_trained_constants_and_selective_ones_depend_on_x():
-    learned = tiny_model("ema-learned").blocks[0].traces
-    selective = tiny_model("selective").blocks[0].traces
+def test_learned_decays_are_trained_constants_and_selective_ones_depend_on_x(make_model):
+    learned = make_model("ema-learned").blocks[0].traces
+    selective = make_model("selective").blocks[0].traces
     x1, x2 = torch.randn(2, 50, 32), torch.randn(2, 50, 32)
     assert learned.alpha_logit.requires_grad
     assert torch.allclose(learned(x1 + 2 * x2), learned(x1) + 2 * learned(x2), atol=1e-5)  # linear: no x in the decay
@@ -86,17 +77,17 @@ def test_learned_decays_are_trained_constants_and_selective_ones_depend_on_x():
     assert a.max().item() == pytest.approx(0.9, rel=1e-4) and a.min().item() == pytest.approx(0.001, rel=1e-3)
 
 
-def test_learned_decays_get_no_weight_decay():
-    model = tiny_model("ema-learned")
-    args = E.get_args(TINY)
+def test_learned_decays_get_no_weight_decay(make_model, lm_argv):
+    model = make_model("ema-learned")
+    args = E.get_args(lm_argv)
     opt = E.make_optimizer(model, args.lr, args.weight_decay)
     no_decay = {id(p) for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]}
     assert all(id(b.traces.alpha_logit) in no_decay for b in model.blocks)
 
 
-def test_ema_parameters_are_unchanged_by_the_new_mixers():
+def test_ema_parameters_are_unchanged_by_the_new_mixers(make_model):
     # The default model's parameter names and shapes (and so its init order and checkpoints) stay as before.
-    names = [(k, tuple(v.shape)) for k, v in tiny_model("ema").state_dict().items()]
+    names = [(k, tuple(v.shape)) for k, v in make_model("ema").state_dict().items()]
     block = [("ln_in.weight", (32,)), ("pred.weight", (32, 96)), ("mix.weight", (32, 128)),
              ("ln_mix.weight", (32,)), ("ffn.up.weight", (96, 32)), ("ffn.down.weight", (32, 96))]
     want = [("wte.weight", (100, 32))] + [(f"blocks.{i}.{k}", s) for i in range(2) for k, s in block]
@@ -104,11 +95,11 @@ def test_ema_parameters_are_unchanged_by_the_new_mixers():
 
 
 @pytest.mark.parametrize("mixer", ["ema-learned", "selective", "linattn", "gla"])
-def test_comparison_mixers_get_their_block_s_ffn_and_train(tmp_path, mixer):
-    args = E.get_args(TINY + ["--mixer", mixer])
+def test_comparison_mixers_get_their_block_s_ffn_and_train(tmp_path, mixer, lm_argv):
+    args = E.get_args(lm_argv + ["--mixer", mixer])
     spen = mixer in E.SPEN_MIXERS  # the SPEN block's sparse 3D FFN, or GPT-2's dense 4D one
     assert (args.ffn, args.d_ffn) == (("sparse", 3 * 32) if spen else ("dense", 4 * 32))
-    out = E.main(TINY + ["--mixer", mixer, "--max-steps", "4", "--eval-interval", "100", "--out-dir", str(tmp_path)])
+    out = E.main(lm_argv + ["--mixer", mixer, "--max-steps", "4", "--eval-interval", "100", "--out-dir", str(tmp_path)])
     assert out["mixer"] == mixer and out["step"] == 4 and torch.isfinite(torch.tensor(out["val_loss"]))
 
 
@@ -162,8 +153,8 @@ def test_linear_attention_is_finite_at_the_decay_floor_and_refuses_unsafe_chunks
         M.linear_attention(q, k, v, torch.zeros(1, 1, 40, 4), chunk_size=32)
 
 
-def test_linattn_decays_are_constants_and_gla_decays_depend_on_the_token():
-    gla, linattn = (tiny_model(m).blocks[0].attn for m in ("gla", "linattn"))
+def test_linattn_decays_are_constants_and_gla_decays_depend_on_the_token(make_model):
+    gla, linattn = (make_model(m).blocks[0].attn for m in ("gla", "linattn"))
     assert isinstance(gla, M.LinearAttention) and isinstance(linattn, M.LinearAttention)
     u1, u2 = torch.randn(2, 30, 32), torch.randn(2, 30, 32)
     assert linattn.log_decay(u1).shape == (1, 2, 1, 8) and torch.equal(linattn.log_decay(u1), linattn.log_decay(u2))
@@ -171,13 +162,16 @@ def test_linattn_decays_are_constants_and_gla_decays_depend_on_the_token():
     assert gla.log_decay(u1).shape == (2, 2, 30, 8) and not torch.allclose(gla.log_decay(u1), gla.log_decay(u2))
 
 
-def test_matrix_state_mixers_start_from_the_same_decays_near_one():
-    gla, linattn = (tiny_model(m).blocks[0].attn for m in ("gla", "linattn"))
+def test_matrix_state_mixers_start_from_the_same_decays_near_one(make_model):
+    gla, linattn = (make_model(m).blocks[0].attn for m in ("gla", "linattn"))
     g_const = linattn.log_decay(torch.zeros(1, 1, 32)).exp().flatten()
     g_input = gla.log_decay(torch.zeros(1, 1, 32)).exp().flatten()  # u = 0: only the bias is left
     assert torch.allclose(g_const, g_input, atol=1e-6)
-    assert g_const.min().item() == pytest.approx(1 - 1 / 16, abs=1e-5)
-    assert g_const.max().item() == pytest.approx(1 - 1 / 1024, abs=1e-5)
+    assert g_const.min().item() == pytest.approx(0.1, rel=1e-3)
+    assert g_const.max().item() == pytest.approx(0.999, abs=1e-5)
+    alphas = M.ALPHA_MAX * torch.sigmoid(M.initial_alpha_logits(3, 32)).flatten()  # ema-learned: a = 1 - decay
+    assert (1 - g_const).min().item() == pytest.approx(alphas.min().item(), rel=1e-3)
+    assert (1 - g_const).max().item() == pytest.approx(alphas.max().item(), rel=1e-3)
 
 
 def test_state_sizes_follow_the_definitions():

@@ -107,11 +107,14 @@ def prepare(out_dir: Path | None = None, train_shards: int = 1, val_shards: int 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-shards", type=int, default=1, help="number of train shards (of 1024) to use, from 00000")
-    parser.add_argument("--val-shards", type=int, default=1, help="number of validation shards (of 8) to read, from 00000")
+    parser.add_argument("--train-shards", type=int, default=1,
+                        help="number of train shards (of 1024) to use, from 00000")
+    parser.add_argument("--val-shards", type=int, default=1,
+                        help="number of validation shards (of 8) to read, from 00000")
     parser.add_argument("--val-tokens", type=int, default=10_000_000,
                         help="val.bin = exactly this many tokens from the start of the validation shards (0: all)")
-    parser.add_argument("--max-tokens", type=int, default=None, help="stop train.bin after this many tokens (default: all)")
+    parser.add_argument("--max-tokens", type=int, default=None,
+                        help="stop train.bin after this many tokens (default: all)")
     parser.add_argument("--local-files", type=Path, default=None,
                         help="folder holding already-downloaded shards (hub file names); nothing is downloaded")
     parser.add_argument("--out-dir", type=Path, default=None, help="output folder (default: data/c4/)")

@@ -62,7 +62,8 @@ def prepare(out_dir: Path | None = None) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out-dir", type=Path, default=None, help="output folder (default: data/ptb/ next to this script)")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="output folder (default: data/ptb/ next to this script)")
     args = parser.parse_args(argv)
     t0 = time.time()
     meta = prepare(args.out_dir)

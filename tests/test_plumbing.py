@@ -1,0 +1,14 @@
+"""plumbing.py's lookups that the other tests do not reach: the card's peak for MFU."""
+import pytest
+import torch
+
+import plumbing as P
+
+
+@pytest.mark.parametrize("name,tflops", [("NVIDIA H100 80GB HBM3", 989), ("NVIDIA H100 PCIe", 756),
+                                         ("NVIDIA H200", 989), ("NVIDIA A100-SXM4-80GB", 312), ("NVIDIA L4", 121),
+                                         ("NVIDIA GeForce GTX 1080", None)])
+def test_mfu_uses_the_card_s_own_peak_or_none(monkeypatch, name, tflops):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: name)
+    assert P.peak_bf16_flops("cuda") == (tflops * 1e12 if tflops else None)
+    assert P.peak_bf16_flops("cpu") is None
