@@ -1,6 +1,6 @@
-"""ablation_attention.py: where does the EMA-only LM (exponential moving averages) lose content: traces or predictor?
+"""ablation_attention.py: where does the language model of exponential moving averages (EMA) lose content?
 
-Hypothesis (paper, arXiv 2604.08556): replacing the SPEN's (ema_lm.py's EMA block's) linear predictor with full
+Hypothesis (paper, arXiv 2604.08556): replacing the linear predictor of the SPEN (the paper's EMA block) with full
 softmax attention over the EMA traces gives the same loss, so the whole gap to a Transformer sits in the traces,
 which compress the past lossily and independently of the data. The paper does not say what that attention saw
 (query, keys, values, scale). This script makes the question precise by training, on identical data, steps,
@@ -78,14 +78,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data.common import load_tokens
-from plumbing import (RunFolder, StopOnSignal, check_ranges, check_same_settings, cpu_name, cut_metrics,
+from plumbing import (RunFolder, StopOnSignal, check_ranges, check_same_settings, cut_metrics,
                       load_checkpoint, lr_at, make_optimizer, pick_device, restore_training_state, run_info,
                       save_checkpoint, training_state, write_json_atomic)
 
 ROOT = Path(__file__).resolve().parent
 ALPHAS = (0.5, 0.1, 0.02)  # paper, Figure 1: fast, medium, slow; constants, never learned
 
-# ----------------------------------------------------------------------------- config / CLI
+# ----------------------------------------------------------------------------- model config
 
 PREDICTORS = ("linear", "attn-current", "attn-history")
 ROWS = (*PREDICTORS, "transformer")  # the last one is ema_lm.py --mixer attention
@@ -106,128 +106,11 @@ class ModelConfig:
     n_pred_head: int = 4  # heads of the trace attention (the issue fixes 4)
 
 
-PRESETS = {
-    # 2-core CPU: 12 runs in under 30 minutes, evaluated once at the end. 200 steps of 1024 tokens (~0.2
-    # epoch of PTB) is far from converged; rows are compared at an equal budget, not with the paper's numbers.
-    # Same model sizes and learning rate as ema_lm.py's "small" preset, a third of its training tokens.
-    "cpu": dict(n_layer=4, d_model=128, n_head=4, block_size=128, max_steps=200, batch_tokens=1024,
-                micro_batch=8, lr=3e-3, warmup_steps=20, eval_tokens=32768, eval_interval=200, checkpoint_interval=50),
-    # One H100/H200: 12 blocks of width 512, context 1024, 262k tokens per step, 1000 steps = 262M tokens per run.
-    "gpu": dict(n_layer=12, d_model=512, n_head=8, block_size=1024, max_steps=1000, batch_tokens=262144,
-                micro_batch=16, lr=1e-3, warmup_steps=100, eval_tokens=4194304, eval_interval=250,
-                checkpoint_interval=250),
-}
-DATASETS = ("ptb", "c4", "fineweb", "wikitext103")
-EVAL_SPLIT = {"ptb": "val", "c4": "val", "fineweb": "val", "wikitext103": "test"}
-
-
-def get_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="model size and training budget")
-    p.add_argument("--predictors", default=",".join(ROWS), help=f"comma-separated rows to run, from {', '.join(ROWS)}")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; every row runs every seed")
-    p.add_argument("--n-layer", type=int, default=None, help="blocks (overrides the preset)")
-    p.add_argument("--d-model", type=int, default=None, help="model width D (overrides the preset)")
-    p.add_argument("--n-head", type=int, default=None, help="heads of the transformer control (overrides the preset)")
-    p.add_argument("--n-pred-head", type=int, default=4, help="heads of the trace attention predictors")
-    p.add_argument("--block-size", type=int, default=None, help="training and validation context length T")
-    p.add_argument("--dataset", choices=DATASETS, default="ptb", help="training corpus (data/<name>/train.bin)")
-    p.add_argument("--max-steps", type=int, default=None, help="optimiser steps per run (overrides the preset)")
-    p.add_argument("--batch-tokens", type=int, default=None, help="tokens per optimiser step")
-    p.add_argument("--micro-batch", type=int, default=None, help="sequences per forward pass")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate, the same for every row")
-    p.add_argument("--min-lr-ratio", type=float, default=0.1, help="final learning rate as a fraction of --lr")
-    p.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (overrides the preset)")
-    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on matrices")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this (0 = off)")
-    p.add_argument("--eval-interval", type=int, default=None, help="evaluate every this many steps")
-    p.add_argument("--checkpoint-interval", type=int, default=None, help="checkpoint every this many steps")
-    p.add_argument("--eval-tokens", type=int, default=None, help="tokens in the fixed validation set")
-    p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto", help="auto: cuda, mps, then cpu")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the model (default: on for cuda only)")
-    p.add_argument("--out-dir", default=None, help="folder for results.json and one sub-folder per run "
-                   "(default: runs/ablation-<dataset>-<preset>)")
-    fresh_or_not = p.add_mutually_exclusive_group()
-    fresh_or_not.add_argument("--resume", action="store_true", help="reuse finished runs in --out-dir and continue "
-                              "unfinished ones from their checkpoint")
-    fresh_or_not.add_argument("--overwrite", action="store_true", help="start afresh in an --out-dir that holds runs")
-    p.add_argument("--allow-changed", action="store_true", help="let --resume reuse runs made with other settings")
-    args = p.parse_args(argv)
-    for k, v in PRESETS[args.preset].items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    args.predictors = [r for r in args.predictors.split(",") if r]
-    for r in args.predictors:
-        if r not in ROWS:
-            p.error(f"--predictors: unknown row {r!r}; choose from {', '.join(ROWS)}")
-    try:
-        args.seeds = [int(s) for s in args.seeds.split(",") if s]
-    except ValueError:
-        p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    if not args.seeds or not args.predictors:
-        p.error(f"--seeds {args.seeds} and --predictors {args.predictors}: give at least one of each")
-    check_ranges(p, args, positive=("n_layer", "d_model", "n_head", "n_pred_head", "block_size", "max_steps",
-                                    "batch_tokens", "micro_batch", "lr", "eval_interval", "checkpoint_interval",
-                                    "eval_tokens"),
-                 non_negative=("warmup_steps", "weight_decay", "grad_clip"), fraction=("min_lr_ratio",))
-    if args.eval_tokens < args.block_size:
-        p.error(f"--eval-tokens {args.eval_tokens}: less than one validation window of --block-size {args.block_size}")
-    if args.d_model % args.n_pred_head or args.d_model % args.n_head:
-        p.error(f"--d-model {args.d_model} must be divisible by --n-pred-head {args.n_pred_head} "
-                f"and --n-head {args.n_head}")
-    if args.batch_tokens % (args.micro_batch * args.block_size):
-        p.error(f"--batch-tokens {args.batch_tokens} must be a multiple of micro-batch x block-size "
-                f"= {args.micro_batch * args.block_size}")
-    if args.out_dir is None:
-        args.out_dir = str(ROOT / "runs" / f"ablation-{args.dataset}-{args.preset}")
-    return args
-
-
-def model_config(args, row: str) -> ModelConfig:
-    """The row's model: every SPEN row is ema_lm.py's SPEN (sparse FFN, H = 3D) with its own predictor;
-    the control is ema_lm.py --mixer attention (dense FFN, H = 4D)."""
-    control = row == "transformer"
-    return ModelConfig(n_layer=args.n_layer, d_model=args.d_model, d_ffn=(4 if control else 3) * args.d_model,
-                       n_head=args.n_head, block_size=args.block_size, mixer="attention" if control else "ema",
-                       ffn="dense" if control else "sparse", predictor="linear" if control else row,
-                       n_pred_head=args.n_pred_head)
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def get_tokens(dataset: str, split: str) -> np.ndarray:
-    """uint16 token ids of data/<dataset>/<split>.bin; the built-in PTB is prepared on first use."""
-    if dataset == "ptb" and not (ROOT / "data" / "ptb" / f"{split}.bin").exists():
-        from data.ptb.prepare import prepare
-        prepare()
-    return load_tokens(dataset, split)
-
-
-def get_batch(data: np.ndarray, B: int, T: int, gen: torch.Generator, device: str):
-    """B random windows of T+1 tokens; the generator makes sampling reproducible and resumable."""
-    ix = torch.randint(len(data) - T - 1, (B,), generator=gen).tolist()
-    xy = torch.stack([torch.from_numpy(data[i:i + T + 1].astype(np.int64)) for i in ix])
-    return xy[:, :-1].to(device), xy[:, 1:].to(device)  # (B, T) each
-
-
-def val_windows(data: np.ndarray, T: int, n_tokens: int) -> torch.Tensor:
-    """The fixed validation set: consecutive non-overlapping windows from the start of the split.
-    Identical for every model with the same block size, so losses are comparable."""
-    n = min(n_tokens, len(data) - 1) // T
-    if n == 0:
-        raise ValueError(f"validation split has {len(data)} tokens, fewer than one window of {T + 1}; "
-                         "lower --block-size or prepare more validation data")
-    return torch.from_numpy(data[:n * T + 1].astype(np.int64))
-
-
 # ----------------------------------------------------------------------------- model: the EMA scan
 
 
 @torch.compiler.assume_constant_result
-def ema_decay_matrices(alphas: tuple, C: int, N: int, device: torch.device):
+def ema_decay_matrices(alphas: tuple, C: int, N: int, device: torch.device) -> tuple:
     """The constant weights of ema_scan, in float32. torch.compile calls this once at trace time and
     bakes the results into the graph as constants (tracing their construction instead trips an inductor
     bug in torch 2.11 on CUDA, "The argument '-((0))' is not comparable")."""
@@ -245,7 +128,7 @@ def ema_decay_matrices(alphas: tuple, C: int, N: int, device: torch.device):
     return W[:, -1, :].contiguous(), A, torch.cat([M_in, M_carry], 1)  # (S, C), (S, N, N), (C*S, C+S)
 
 
-def ema_scan(x: torch.Tensor, alphas, chunk_size: int = 64) -> torch.Tensor:
+def ema_scan(x: torch.Tensor, alphas: tuple, chunk_size: int = 64) -> torch.Tensor:
     """The same traces as ema_scan_reference (ema_lm.py), in three matrix products, not T sequential steps.
 
     Inside a chunk of C positions with carried state c (the trace just before the chunk):
@@ -337,7 +220,7 @@ class FFN(nn.Module):
         self.down = nn.Linear(cfg.d_ffn, cfg.d_model, bias=False)
         self.k = max(1, round(cfg.ffn_active * cfg.d_ffn)) if cfg.ffn == "sparse" else 0
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.up(x)  # (B, T, H)
         if self.k:
             kth = a.topk(self.k, dim=-1).values[..., -1:]  # (B, T, 1): the k-th largest
@@ -362,7 +245,7 @@ class SPENBlock(nn.Module):
         self.ln_mix = nn.LayerNorm(D, bias=False)
         self.ffn = FFN(cfg)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
         u = self.ln_in(x)
         h = ema_scan(u, ALPHAS)  # (B, T, S, D): traces up to and including t
@@ -382,7 +265,7 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
 
-    def forward(self, u):
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
         B, T, D = u.shape
         q, k, v = self.qkv(u).view(B, T, 3, self.n_head, D // self.n_head).transpose(1, 3).unbind(2)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, n_head, T, D/n_head)
@@ -401,7 +284,7 @@ class AttentionBlock(nn.Module):
         self.ln_ffn = nn.LayerNorm(D, bias=False)
         self.ffn = FFN(cfg)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_attn(x))
         return x + self.ffn(self.ln_ffn(x))
 
@@ -426,7 +309,7 @@ class LanguageModel(nn.Module):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layer))
 
     @staticmethod
-    def _init(m):
+    def _init(m: nn.Module) -> None:
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, std=0.02)
 
@@ -436,7 +319,7 @@ class LanguageModel(nn.Module):
     def predictor_params(self) -> int:
         return sum(p.numel() for b in self.blocks for p in getattr(b, "pred", nn.Module()).parameters())
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple:
         B, T = idx.shape
         x = self.wte(idx)  # (B, T, D)
         if self.wpe is not None:
@@ -451,6 +334,34 @@ class LanguageModel(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         return logits, loss
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def get_tokens(dataset: str, split: str) -> np.ndarray:
+    """uint16 token ids of data/<dataset>/<split>.bin; the built-in PTB is prepared on first use."""
+    if dataset == "ptb" and not (ROOT / "data" / "ptb" / f"{split}.bin").exists():
+        from data.ptb.prepare import prepare
+        prepare()
+    return load_tokens(dataset, split)
+
+
+def get_batch(data: np.ndarray, B: int, T: int, gen: torch.Generator, device: str):
+    """B random windows of T+1 tokens; the generator makes sampling reproducible and resumable."""
+    ix = torch.randint(len(data) - T - 1, (B,), generator=gen).tolist()
+    xy = torch.stack([torch.from_numpy(data[i:i + T + 1].astype(np.int64)) for i in ix])
+    return xy[:, :-1].to(device), xy[:, 1:].to(device)  # (B, T) each
+
+
+def val_windows(data: np.ndarray, T: int, n_tokens: int) -> torch.Tensor:
+    """The fixed validation set: consecutive non-overlapping windows from the start of the split.
+    Identical for every model with the same block size, so losses are comparable."""
+    n = min(n_tokens, len(data) - 1) // T
+    if n == 0:
+        raise ValueError(f"validation split has {len(data)} tokens, fewer than one window of {T + 1}; "
+                         "lower --block-size or prepare more validation data")
+    return torch.from_numpy(data[:n * T + 1].astype(np.int64))
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -564,7 +475,7 @@ def train_run(args, row: str, seed: int, data: dict, device: str, bar: tqdm, sto
     train_model = torch.compile(model) if compile_model else model
     accum = args.batch_tokens // (args.micro_batch * cfg.block_size)
     info = dict(config=vars(args), row=row, seed=seed, model_config=asdict(cfg), params=model.num_params(),
-                cpu_model=cpu_name(), **run_info(device))
+                **run_info(device))
     write_json_atomic(out_dir / "config.json", info)
     log = open(out_dir / "metrics.jsonl", "a")
     bar.set_description(f"{row} s{seed}")
@@ -624,6 +535,101 @@ def train_run(args, row: str, seed: int, data: dict, device: str, bar: tqdm, sto
     return result
 
 
+# ----------------------------------------------------------------------------- CLI
+
+
+PRESETS = {
+    # 2-core CPU: 12 runs in under 30 minutes, evaluated once at the end. 200 steps of 1024 tokens (~0.2
+    # epoch of PTB) is far from converged; rows are compared at an equal budget, not with the paper's numbers.
+    # Same model sizes and learning rate as ema_lm.py's "small" preset, a third of its training tokens.
+    "cpu": dict(n_layer=4, d_model=128, n_head=4, block_size=128, max_steps=200, batch_tokens=1024,
+                micro_batch=8, lr=3e-3, warmup_steps=20, eval_tokens=32768, eval_interval=200, checkpoint_interval=50),
+    # One H100/H200: 12 blocks of width 512, context 1024, 262k tokens per step, 1000 steps = 262M tokens per run.
+    "gpu": dict(n_layer=12, d_model=512, n_head=8, block_size=1024, max_steps=1000, batch_tokens=262144,
+                micro_batch=16, lr=1e-3, warmup_steps=100, eval_tokens=4194304, eval_interval=250,
+                checkpoint_interval=250),
+}
+DATASETS = ("ptb", "c4", "fineweb", "wikitext103")
+EVAL_SPLIT = {"ptb": "val", "c4": "val", "fineweb": "val", "wikitext103": "test"}
+
+
+def get_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="model size and training budget")
+    p.add_argument("--predictors", default=",".join(ROWS), help=f"comma-separated rows to run, from {', '.join(ROWS)}")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; every row runs every seed")
+    p.add_argument("--n-layer", type=int, default=None, help="blocks (overrides the preset)")
+    p.add_argument("--d-model", type=int, default=None, help="model width D (overrides the preset)")
+    p.add_argument("--n-head", type=int, default=None, help="heads of the transformer control (overrides the preset)")
+    p.add_argument("--n-pred-head", type=int, default=4, help="heads of the trace attention predictors")
+    p.add_argument("--block-size", type=int, default=None, help="training and validation context length T")
+    p.add_argument("--dataset", choices=DATASETS, default="ptb", help="training corpus (data/<name>/train.bin)")
+    p.add_argument("--max-steps", type=int, default=None, help="optimiser steps per run (overrides the preset)")
+    p.add_argument("--batch-tokens", type=int, default=None, help="tokens per optimiser step")
+    p.add_argument("--micro-batch", type=int, default=None, help="sequences per forward pass")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate, the same for every row")
+    p.add_argument("--min-lr-ratio", type=float, default=0.1, help="final learning rate as a fraction of --lr")
+    p.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (overrides the preset)")
+    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on matrices")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this (0 = off)")
+    p.add_argument("--eval-interval", type=int, default=None, help="evaluate every this many steps")
+    p.add_argument("--checkpoint-interval", type=int, default=None, help="checkpoint every this many steps")
+    p.add_argument("--eval-tokens", type=int, default=None, help="tokens in the fixed validation set")
+    p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto", help="auto: cuda, mps, then cpu")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model (default: on for cuda only)")
+    p.add_argument("--out-dir", default=None, help="folder for results.json and one sub-folder per run "
+                   "(default: runs/ablation-<dataset>-<preset>)")
+    fresh_or_not = p.add_mutually_exclusive_group()
+    fresh_or_not.add_argument("--resume", action="store_true", help="reuse finished runs in --out-dir and continue "
+                              "unfinished ones from their checkpoint")
+    fresh_or_not.add_argument("--overwrite", action="store_true", help="start afresh in an --out-dir that holds runs")
+    p.add_argument("--allow-changed", action="store_true", help="let --resume reuse runs made with other settings")
+    args = p.parse_args(argv)
+    for k, v in PRESETS[args.preset].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    args.predictors = [r for r in args.predictors.split(",") if r]
+    for r in args.predictors:
+        if r not in ROWS:
+            p.error(f"--predictors: unknown row {r!r}; choose from {', '.join(ROWS)}")
+    try:
+        args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError:
+        p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    if not args.seeds or not args.predictors:
+        p.error(f"--seeds {args.seeds} and --predictors {args.predictors}: give at least one of each")
+    check_ranges(p, args, positive=("n_layer", "d_model", "n_head", "n_pred_head", "block_size", "max_steps",
+                                    "batch_tokens", "micro_batch", "lr", "eval_interval", "checkpoint_interval",
+                                    "eval_tokens"),
+                 non_negative=("warmup_steps", "weight_decay", "grad_clip"), fraction=("min_lr_ratio",))
+    if args.eval_tokens < args.block_size:
+        p.error(f"--eval-tokens {args.eval_tokens}: less than one validation window of --block-size {args.block_size}")
+    if args.d_model % args.n_pred_head or args.d_model % args.n_head:
+        p.error(f"--d-model {args.d_model} must be divisible by --n-pred-head {args.n_pred_head} "
+                f"and --n-head {args.n_head}")
+    if args.batch_tokens % (args.micro_batch * args.block_size):
+        p.error(f"--batch-tokens {args.batch_tokens} must be a multiple of micro-batch x block-size "
+                f"= {args.micro_batch * args.block_size}")
+    if args.out_dir is None:
+        args.out_dir = str(ROOT / "runs" / f"ablation-{args.dataset}-{args.preset}")
+    return args
+
+
+def model_config(args, row: str) -> ModelConfig:
+    """The row's model: every SPEN row is ema_lm.py's SPEN (sparse FFN, H = 3D) with its own predictor;
+    the control is ema_lm.py --mixer attention (dense FFN, H = 4D)."""
+    control = row == "transformer"
+    return ModelConfig(n_layer=args.n_layer, d_model=args.d_model, d_ffn=(4 if control else 3) * args.d_model,
+                       n_head=args.n_head, block_size=args.block_size, mixer="attention" if control else "ema",
+                       ffn="dense" if control else "sparse", predictor="linear" if control else row,
+                       n_pred_head=args.n_pred_head)
+
+
+# ----------------------------------------------------------------------------- main
+
+
 def main(argv=None) -> dict:
     args = get_args(argv)
     device = pick_device(args.device)
@@ -635,7 +641,7 @@ def main(argv=None) -> dict:
         saved = out_dir / f"{row}-s{seed}" / "config.json"
         if saved.exists():
             check_same_settings(json.loads(saved.read_text())["config"], vars(args), ignore=("predictors", "seeds"),
-                                allow=args.allow_changed)
+                                allow=args.allow_changed, source=f"{row}-s{seed}/config.json")
     t0 = time.time()
     # A fresh ablation must not replace the results or runs of an earlier one (--resume reuses them).
     finished_work = ("results.json", "*/final.json", "*/ckpt.pt", "*/metrics.jsonl")
@@ -648,7 +654,7 @@ def main(argv=None) -> dict:
         result = dict(rows=rows, table=format_table(rows), verdict=verdict, runs=runs,
                       wall_seconds=time.time() - t0, val_tokens=n_val,
                       train_tokens_per_run=args.max_steps * args.batch_tokens, config=vars(args),
-                      cpu_model=cpu_name(), **run_info(device))
+                      **run_info(device))
         write_json_atomic(out_dir / "results.json", result)
     print(f"\n{args.dataset}, {args.max_steps} steps x {args.batch_tokens} tokens per run, seeds {args.seeds}, "
           f"validation {n_val:,} tokens, {device}, wall {result['wall_seconds'] / 60:.1f} min")

@@ -37,35 +37,6 @@ from plumbing import make_optimizer, peak_bf16_flops, pick_device, write_json_at
 
 ROOT = Path(__file__).resolve().parent
 
-# ----------------------------------------------------------------------------- config / CLI
-
-
-PARTS = ("ceilings", "scan", "model")
-
-
-def get_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto", help="auto: cuda, mps, then cpu")
-    p.add_argument("--parts", default=",".join(PARTS), help="comma-separated parts to run")
-    p.add_argument("--chunk-sizes", default="", help="chunk sizes for the compiled scan "
-                   "(default: 16,32,64,128 on GPU, 64 on CPU)")
-    p.add_argument("--reps", type=int, default=0, help="timed repetitions per measurement (0: 20 on GPU, 3 on CPU)")
-    p.add_argument("--out", default=None, help="JSON output path (default: runs/bench/bench-<device>.json)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    args = p.parse_args(argv)
-    args.parts = [x for x in args.parts.split(",") if x]
-    if not args.parts or set(args.parts) - set(PARTS):
-        p.error(f"--parts {','.join(args.parts)!r}: choose one or more of {','.join(PARTS)}")
-    try:
-        args.chunk_sizes = [int(c) for c in args.chunk_sizes.split(",") if c]
-    except ValueError:
-        p.error(f"--chunk-sizes {args.chunk_sizes!r}: give comma-separated integers, e.g. 32,64")
-    if any(c < 1 for c in args.chunk_sizes) or args.reps < 0:
-        p.error(f"--chunk-sizes {args.chunk_sizes} and --reps {args.reps}: chunk sizes must be >= 1, --reps >= 0")
-    return args
-
-
 # ----------------------------------------------------------------------------- timing
 
 
@@ -166,13 +137,43 @@ def bench_model(preset: str, mixer: str, T: int, B: int, device: str, reps: int,
     tok_s = B * T / t
     row = dict(preset=preset, mixer=mixer, ffn=cfg.ffn, T=T, B=B, params=model.num_params(), step_ms=t * 1e3,
                tok_per_s=tok_s, flops_per_token=E.flops_per_token(model))
-    if device == "cuda" and peak_flops:
-        row["mfu"] = row["flops_per_token"] * tok_s / peak_flops  # against this card's own bf16 peak
+    if device == "cuda":
         row["peak_mem_GiB"] = torch.cuda.max_memory_allocated() / 2 ** 30
+        if peak_flops:
+            row["mfu"] = row["flops_per_token"] * tok_s / peak_flops  # against this card's own bf16 peak
     gpu_row = device == "cuda"
     print(f"  model {preset} {mixer:9s} T={T:5d} B={B:3d}: {tok_s:12,.0f} tok/s"
           + (f", MFU {row.get('mfu', float('nan')):.1%}, peak {row['peak_mem_GiB']:.1f} GiB" if gpu_row else ""))
     return row  # the model and optimiser are freed on return; the caller empties the CUDA cache
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+PARTS = ("ceilings", "scan", "model")
+
+
+def get_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto", help="auto: cuda, mps, then cpu")
+    p.add_argument("--parts", default=",".join(PARTS), help="comma-separated parts to run")
+    p.add_argument("--chunk-sizes", default="", help="chunk sizes for the compiled scan "
+                   "(default: 16,32,64,128 on GPU, 64 on CPU)")
+    p.add_argument("--reps", type=int, default=0, help="timed repetitions per measurement (0: 20 on GPU, 3 on CPU)")
+    p.add_argument("--out", default=None, help="JSON output path (default: runs/bench/bench-<device>.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    args = p.parse_args(argv)
+    args.parts = [x for x in args.parts.split(",") if x]
+    if not args.parts or set(args.parts) - set(PARTS):
+        p.error(f"--parts {','.join(args.parts)!r}: choose one or more of {','.join(PARTS)}")
+    try:
+        args.chunk_sizes = [int(c) for c in args.chunk_sizes.split(",") if c]
+    except ValueError:
+        p.error(f"--chunk-sizes {args.chunk_sizes!r}: give comma-separated integers, e.g. 32,64")
+    if any(c < 1 for c in args.chunk_sizes) or args.reps < 0:
+        p.error(f"--chunk-sizes {args.chunk_sizes} and --reps {args.reps}: chunk sizes must be >= 1, --reps >= 0")
+    return args
 
 
 # ----------------------------------------------------------------------------- main
@@ -197,16 +198,16 @@ def main(argv=None) -> dict:
         result["ceilings"] = ceilings(device, reps)
         print(f"  copy {result['ceilings']['copy_GBps']:,.0f} GB/s, "
               f"bf16 matmul {result['ceilings']['bf16_matmul_TFLOPs']:.0f} TFLOP/s")
-    copy_GBps = result.get("ceilings", {}).get("copy_GBps", 4180.0 if gpu else 20.0)
     if "scan" in parts:
         result["scan"] = []
         shapes = [(16, 1024, 768), (4, 8192, 768)] if gpu else [(8, 1024, 256)]
         dtypes = [torch.float32, torch.bfloat16] if gpu else [torch.float32]
-        if not gpu:  # measure this machine's copy bandwidth, so the CPU floor is this machine's
-            x = torch.empty(2 ** 26, dtype=torch.float32)
+        copy_GBps = result.get("ceilings", {}).get("copy_GBps")
+        if copy_GBps is None:  # the floor is always this machine's copy bandwidth, measured now
+            x = torch.empty(2 ** 26, dtype=torch.float32, device=device)
             y = torch.empty_like(x)
             copy_GBps = 2 * x.numel() * 4 / timed(lambda: y.copy_(x), device, reps) / 1e9
-            result["cpu_copy_GBps"] = copy_GBps
+            result["copy_GBps"] = copy_GBps
         for shape in shapes:
             for dtype in dtypes:
                 with_ref = shape[1] <= 1024 and dtype == torch.float32

@@ -9,7 +9,7 @@ was paired with each. The claim runs two things together, and the mixers of ema_
 them, one factor at a time:
 
     mixer          state per block        decay                    read of the state
-    ema            3 D traces             three constants (paper)  linear (the SPEN block, ema_lm.py)
+    ema            3 D traces             three constants (paper)  linear (SPEN, the paper's EMA block)
     ema-learned    3 D traces             learned constants        linear
     selective      3 D traces             f(current token)         linear
     linattn        D^2 / 2H matrix        learned constants        query (content-addressed)
@@ -40,7 +40,7 @@ and length); equal steps, batch and schedule for every run (AdamW, warm-up 10%, 
 learning rate is chosen per mixer from a stated grid on a fixed validation set (seed 20000) at one width and
 length and used everywhere; accuracy is reported on a fixed test set (seed 10000), mean +- sample std over
 seeds. Every run records its mixer's state size (floats per block, mixers.state_floats). Choices (none is in
-the paper; Zoology's are noted): two blocks (Zoology); pairs K = T/16 (Zoology: 4-64 for T 64-512); a dense
+the paper; Zoology's are noted): two blocks (Zoology); pairs K = T/8 (Zoology: 4-64 for T 64-512); a dense
 FFN of 2D for every mixer, so only the context differs; a causal depthwise convolution of kernel 3 in front
 of every mixer (Zoology's current baselines give every mixer one; without it attention must first learn to
 bind each value to its key from learned absolute positions and sits at 1/K for thousands of steps, and the
@@ -92,7 +92,9 @@ TEST_SEED, VAL_SEED = 10_000, 20_000  # fixed held-out sets, one per length; tra
 
 class TraceAttention(nn.Module):
     """Softmax attention over EMA trace slots, queried by the current input u_t.
-    history=False: the S slots h_t^s (a fixed-size state); history=True: h_t'^s for every t' <= t."""
+    history=False: the S slots h_t^s (a fixed-size state); history=True: h_t'^s for every t' <= t.
+    The output map is named proj, so the model's init scales it like every projection (std 0.02 / sqrt(2L));
+    ablation_attention.py's predictor calls its map out and keeps std 0.02 (a difference of initial scale only)."""
 
     def __init__(self, d_model: int, n_head: int, history: bool):
         super().__init__()
@@ -124,7 +126,7 @@ class TraceReaderBlock(SPENBlock):
         del self.pred
         self.read = TraceAttention(cfg.d_model, cfg.n_head, history)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = self.ln_in(x)
         h = self.traces(u)  # (B, T, S, D): traces up to and including t
         err = u - self.read(u, h)  # (B, T, D)
@@ -394,7 +396,7 @@ def save_figure(summary: list, path: Path) -> bool:
 
 # ----------------------------------------------------------------------------- CLI
 
-# Presets fix the whole sweep; explicit flags override them. Pairs grow with length as in Zoology (T/16).
+# Presets fix the whole sweep; explicit flags override them. Pairs grow with length: the preset's table, else T/8.
 PRESETS = {
     # Sized for 30 minutes on 2 idle CPU cores (two runs at a time, one thread each): the widths and lengths at
     # which attention, with the short convolution, solves MQAR on every seed within 1000 steps (pilots on the
@@ -427,9 +429,9 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="optimiser steps per run (equal for every mixer)")
     p.add_argument("--lrs", default=None, help="learning-rate grid, swept per mixer on the validation set")
     p.add_argument("--lr-width", type=int, default=None, help="width at which the learning rate is swept and the "
-                   "localisation rows run")
+                   "localisation rows run (default: the preset's if in --widths, else the first width)")
     p.add_argument("--lr-length", type=int, default=None, help="length at which the learning rate is swept and the "
-                   "localisation rows run")
+                   "localisation rows run (default: the preset's if in --lengths, else the first length)")
     p.add_argument("--n-test", type=int, default=None, help="sequences in the fixed test set (per length)")
     p.add_argument("--n-val", type=int, default=None, help="sequences in the fixed validation set (per length)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (initialisation and training data)")
@@ -463,6 +465,7 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--figure", action=argparse.BooleanOptionalAction, default=True, help="save the figure (needs "
                    "matplotlib)")
     args = p.parse_args(argv)
+    user_point = {k: getattr(args, k) for k in ("lr_width", "lr_length") if getattr(args, k) is not None}
     preset = PRESETS[args.preset]
     for k, v in preset.items():
         if getattr(args, k, "") is None:
@@ -507,12 +510,17 @@ def get_args(argv=None) -> argparse.Namespace:
             p.error(f"length {T} with {K} pairs: T must be even, 4K <= T (pairs, then as many query slots) "
                     f"and K < V/2 = {args.vocab // 2}; lower --kv-pairs or raise --lengths/--vocab")
     if args.vocab <= max(args.lengths):
-        p.error(f"--vocab {args.vocab} must exceed every length (here {max(args.lengths)}), as in Zoology: with V <= T "
-                "random filler repeats the sequence's own keys; raise --vocab or lower --lengths")
+        p.error(f"--vocab {args.vocab} must exceed every length (here {max(args.lengths)}), as Zoology's generator "
+                "requires; raise --vocab or lower --lengths")
     for D in args.widths:
-        if D % max(1, D // args.head_dim) or D % (2 * max(1, D // args.head_dim)):
+        if D % (2 * max(1, D // args.head_dim)):  # heads divide D, and linattn/gla's half-width keys too
             p.error(f"width {D} does not split into {D // args.head_dim} heads of --head-dim {args.head_dim} "
                     "(and half-width keys for linattn/gla); pick even multiples of it, or widths below it")
+    for flag, grid in (("lr_width", args.widths), ("lr_length", args.lengths)):
+        if getattr(args, flag) not in grid:  # the preset's point is off a grid given on the command line
+            if flag in user_point:
+                p.error(f"--{flag.replace('_', '-')} {user_point[flag]} is not in the grid {grid}; pick one of them")
+            setattr(args, flag, grid[0])
     return args
 
 
@@ -526,8 +534,7 @@ def main(argv=None) -> dict:
     out_dir = Path(args.out_dir)
     done = {job_key(r): r for r in read_jsonl(out_dir / "metrics.jsonl") if r.get("budget") == budget(args)} \
         if args.resume else {}
-    lr_T = args.lr_length if args.lr_length in args.lengths else args.lengths[0]
-    lr_D = args.lr_width if args.lr_width in args.widths else args.widths[0]
+    lr_D, lr_T = args.lr_width, args.lr_length  # where the learning rate is chosen and the localisation rows run
     setting = {T: (K, B) for T, K, B in zip(args.lengths, args.kv_pairs, args.batch)}
     t_start = time.perf_counter()
     n_grid = sum(1 if m in LOCALISATION else len(args.widths) * len(args.lengths) for m in args.mixers)
@@ -537,7 +544,8 @@ def main(argv=None) -> dict:
           f"with {workers} worker(s)")
 
     # metrics.jsonl is the folder's metrics file: one line per finished run, the record --resume reads back.
-    with RunFolder(out_dir, args.resume, args.overwrite, protected=("metrics.jsonl", "results.json")) as run, \
+    with RunFolder(out_dir, args.resume, args.overwrite, protected=("metrics.jsonl", "results.json",
+                                                                         "content_recall.png")) as run, \
             StopOnSignal() as stop:
         # 1. Learning rate per mixer: one width and length, the first seed, scored on the validation set.
         common = dict(args=args, T=lr_T, K=setting[lr_T][0], B=setting[lr_T][1], D=lr_D, seed=args.seeds[0],

@@ -87,7 +87,7 @@ class ModelConfig:
 # ----------------------------------------------------------------------------- model: the EMA scan
 
 
-def ema_scan_reference(x: torch.Tensor, alphas) -> torch.Tensor:
+def ema_scan_reference(x: torch.Tensor, alphas: tuple) -> torch.Tensor:
     """The definition, one step at a time: h_t = (1 - a) h_{t-1} + a x_t, h_{-1} = 0.
     x: (B, T, D) -> traces (B, T, S, D), computed in float32."""
     B, T, D = x.shape
@@ -101,7 +101,7 @@ def ema_scan_reference(x: torch.Tensor, alphas) -> torch.Tensor:
 
 
 @torch.compiler.assume_constant_result
-def ema_decay_matrices(alphas: tuple, C: int, N: int, device: torch.device):
+def ema_decay_matrices(alphas: tuple, C: int, N: int, device: torch.device) -> tuple:
     """The constant weights of ema_scan, in float32. torch.compile calls this once at trace time and
     bakes the results into the graph as constants (tracing their construction instead trips an inductor
     bug in torch 2.11 on CUDA, "The argument '-((0))' is not comparable")."""
@@ -119,7 +119,7 @@ def ema_decay_matrices(alphas: tuple, C: int, N: int, device: torch.device):
     return W[:, -1, :].contiguous(), A, torch.cat([M_in, M_carry], 1)  # (S, C), (S, N, N), (C*S, C+S)
 
 
-def ema_scan(x: torch.Tensor, alphas, chunk_size: int = 64) -> torch.Tensor:
+def ema_scan(x: torch.Tensor, alphas: tuple, chunk_size: int = 64) -> torch.Tensor:
     """The same traces as ema_scan_reference (ema_lm.py), in three matrix products, not T sequential steps.
 
     Inside a chunk of C positions with carried state c (the trace just before the chunk):
@@ -153,7 +153,7 @@ class FixedTraces(nn.Module):
     def __init__(self, d_model: int):
         super().__init__()
 
-    def forward(self, u):  # (B, T, D) -> (B, T, S, D)
+    def forward(self, u: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, S, D)
         return ema_scan(u, ALPHAS)
 
 
@@ -170,7 +170,7 @@ class FFN(nn.Module):
         self.down = nn.Linear(cfg.d_ffn, cfg.d_model, bias=False)
         self.k = max(1, round(cfg.ffn_active * cfg.d_ffn)) if cfg.ffn == "sparse" else 0
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.up(x)  # (B, T, H)
         if self.k:
             kth = a.topk(self.k, dim=-1).values[..., -1:]  # (B, T, 1): the k-th largest
@@ -192,7 +192,7 @@ class SPENBlock(nn.Module):
         self.ln_mix = nn.LayerNorm(D, bias=False)
         self.ffn = FFN(cfg)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
         u = self.ln_in(x)
         h = self.traces(u)  # (B, T, S, D): traces up to and including t
@@ -211,7 +211,7 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
 
-    def forward(self, u):
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
         B, T, D = u.shape
         q, k, v = self.qkv(u).view(B, T, 3, self.n_head, D // self.n_head).transpose(1, 3).unbind(2)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, n_head, T, D/n_head)
@@ -231,7 +231,7 @@ class AttentionBlock(nn.Module):
         self.ln_ffn = nn.LayerNorm(D, bias=False)
         self.ffn = FFN(cfg)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_attn(x))
         return x + self.ffn(self.ln_ffn(x))
 
@@ -260,14 +260,14 @@ class LanguageModel(nn.Module):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layer))
 
     @staticmethod
-    def _init(m):
+    def _init(m: nn.Module) -> None:
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, std=0.02)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # the tied matrix is counted once
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple:
         B, T = idx.shape
         x = self.wte(idx)  # (B, T, D)
         if self.wpe is not None:
@@ -284,7 +284,8 @@ class LanguageModel(nn.Module):
         return logits, loss
 
     @torch.no_grad()
-    def generate(self, idx, n_new: int, temperature: float = 1.0, top_k: int = 50, vocab: int = 50257):
+    def generate(self, idx: torch.Tensor, n_new: int, temperature: float = 1.0, top_k: int = 50,
+                 vocab: int = 50257) -> torch.Tensor:
         for _ in range(n_new):
             logits, _ = self(idx[:, -self.cfg.block_size:])
             logits = logits[:, -1, :vocab] / temperature  # never sample the padding ids
@@ -413,43 +414,65 @@ def flops_per_token(model: LanguageModel) -> float:
     return 6 * n + attn
 
 
+def latest_scores(run_dir: str) -> dict:
+    """A finished run's scores: final.json or eval.json (--eval-only), whichever was written at the later step."""
+    found = [json.loads(p.read_text()) for p in (Path(run_dir) / "final.json", Path(run_dir) / "eval.json")
+             if p.exists()]
+    if not found:
+        raise SystemExit(f"--compare: {run_dir} holds no final.json or eval.json; finish the run or run "
+                         f"`python ema_lm.py --eval-only --out-dir {run_dir}` first")
+    r = max(found, key=lambda r: r["step"])
+    if r.get("partial") or "classes" not in r:
+        raise SystemExit(f"--compare: {run_dir} holds a partial run (step {r['step']}) or scores without the "
+                         f"token-class breakdown; finish it with --resume, or score it with --eval-only")
+    return r
+
+
 def compare_runs(run_dirs: list) -> dict:
-    """Loss by token class and the copy probe, mean +- std over the runs of each mixer (their final.json or
-    eval.json), and the share of the loss gap between the first mixer and each other one that every class
+    """Loss by token class and the copy probe, mean +- std over the runs of each mixer (and FFN, if not the
+    block's own), and the share of the loss gap between the first group and each other one that every class
     carries: n_c (L_c^other - L_c^first) / (N (L^other - L^first)); the shares add up to 1."""
     groups = {}
     for d in run_dirs:
-        path = next((Path(d) / f for f in ("eval.json", "final.json") if (Path(d) / f).exists()), None)
-        if path is None:
-            raise SystemExit(f"--compare: {d} holds no final.json or eval.json; finish the run or run "
-                             f"`python ema_lm.py --eval-only --out-dir {d}` first")
-        r = json.loads(path.read_text())
-        if "classes" not in r:
-            raise SystemExit(f"--compare: {path} has no token-class breakdown; rerun `python ema_lm.py --eval-only "
-                             f"--out-dir {d}` with this version of ema_lm.py")
+        r = latest_scores(d)
         first = next(iter(groups.values()), [r])[0]
         if any(r["classes"][c]["count"] != first["classes"][c]["count"] for c in r["classes"]):
-            raise SystemExit(f"--compare: {path} was scored on other validation windows than the first run "
+            raise SystemExit(f"--compare: {d} was scored on other validation windows than the first run "
                              "(block size, --eval-tokens or dataset differ); compare runs scored alike")
-        groups.setdefault(r["mixer"], []).append(r)
+        own_ffn = "sparse" if r["mixer"] in SPEN_MIXERS else "dense"
+        groups.setdefault(r["mixer"] if r["ffn"] == own_ffn else f"{r['mixer']}, {r['ffn']} FFN", []).append(r)
     cols = ("all", *TOKEN_CLASSES)
+    counts = next(iter(groups.values()))[0]["classes"]
     mean = {m: {c: np.mean([r["classes"][c]["loss"] for r in rs]) for c in cols} for m, rs in groups.items()}
-    print("| mixer (runs) | " + " | ".join(f"{c} ({next(iter(groups.values()))[0]['classes'][c]['count']:,})"
-                                           for c in cols) + " | probe: 1st copy | 2nd copy |")
+    print("| mixer (runs) | " + " | ".join(f"{c} ({counts[c]['count']:,})" for c in cols) + " | probe: 1st copy | "
+          "2nd copy |")
     print("|---" * (len(cols) + 3) + "|")
     for m, rs in groups.items():
         cells = [f"{mean[m][c]:.3f} +- {np.std([r['classes'][c]['loss'] for r in rs], ddof=min(1, len(rs) - 1)):.3f}"
                  for c in cols]
         probe = [f"{np.mean([r[k] for r in rs]):.2f}" for k in ("probe_first", "probe_second")]
         print(f"| {m} ({len(rs)}) | " + " | ".join(cells + probe) + " |")
-    base, counts = next(iter(groups)), next(iter(groups.values()))[0]["classes"]
-    shares = {}
+    base, shares = next(iter(groups)), {}
     for m in list(groups)[1:]:
         gap = counts["all"]["count"] * (mean[m]["all"] - mean[base]["all"])
         shares[m] = {c: counts[c]["count"] * (mean[m][c] - mean[base][c]) / gap for c in TOKEN_CLASSES}
         print(f"share of the gap {m} - {base} ({mean[m]['all'] - mean[base]['all']:+.3f} nats): "
               + ", ".join(f"{c} {s:.0%}" for c, s in shares[m].items()))
     return dict(mean=mean, shares=shares, runs={m: len(rs) for m, rs in groups.items()})
+
+
+def print_scores(result: dict, dataset: str) -> None:
+    if result.get("partial"):  # --steps-this-run: a checkpoint to resume from, not a result
+        print(f"PARTIAL RUN, step {result['step']} of {result['max_steps']} (finish it with --resume):")
+    print(f"validation loss {result['val_loss']:.4f}, perplexity {result['val_ppl']:.2f} on {dataset} "
+          f"({result['params'] / 1e6:.2f}M params, {result['tokens_seen']:,} tokens"
+          + (f", {result['seconds']:.0f} s training)" if "seconds" in result else ")"))
+    print("  by token class: " + ", ".join(f"{c} {v['loss']:.3f} ({v['count']:,})"
+                                         for c, v in result["classes"].items() if c != "all")
+          + f"; copy probe: 1st copy {result['probe_first']:.2f}, 2nd copy {result['probe_second']:.2f}")
+    for d, v in result["eval"].items():
+        if d != dataset:
+            print(f"  {d}: loss {v['loss']:.4f}, perplexity {v['ppl']:.2f}")
 
 
 # ----------------------------------------------------------------------------- training loop
@@ -575,9 +598,13 @@ def main(argv=None) -> dict:
     cfg = ModelConfig(n_layer=args.n_layer, d_model=args.d_model, d_ffn=args.d_ffn, n_head=args.n_head,
                       block_size=args.block_size, mixer=args.mixer, ffn=args.ffn)
     model = LanguageModel(cfg).to(device)
+    if args.sample or args.eval_only:  # a checkpoint of another model is refused, with the fields that differ
+        ckpt = load_checkpoint(ckpt_path, cfg)
+        model.load_state_dict(ckpt["model"])
+        for k in ("dataset", "eval_datasets", "eval_tokens"):  # score the data the run was trained and scored on
+            setattr(args, k, ckpt["args"][k])
 
     if args.sample:
-        model.load_state_dict(load_checkpoint(ckpt_path, cfg)["model"])
         enc = gpt2_encoding()
         idx = torch.tensor([enc.encode_ordinary(args.prompt)], device=device)
         text = enc.decode(model.eval().generate(idx, args.sample_tokens)[0].tolist())
@@ -601,8 +628,6 @@ def main(argv=None) -> dict:
                           {args.dataset: classes["all"]["loss"], **other}.items()})
 
     if args.eval_only:
-        ckpt = load_checkpoint(ckpt_path, cfg)
-        model.load_state_dict(ckpt["model"])
         with RunFolder(out_dir, resume=True):  # not into a folder that a training run is writing
             result = dict(final_scores(), step=ckpt["step"], tokens_seen=ckpt["tokens_seen"], params=model.num_params())
             write_json_atomic(out_dir / "eval.json", result)
@@ -611,9 +636,11 @@ def main(argv=None) -> dict:
     optimizer = make_optimizer(model, args.lr, args.weight_decay)
     gen = torch.Generator().manual_seed(args.seed)
     step, tokens_seen, seconds = 0, 0, 0.0
+    changed = {}
     if args.resume:
         ckpt = load_checkpoint(ckpt_path, cfg)
-        check_same_settings(ckpt["args"], vars(args), ignore=("prompt", "sample_tokens"), allow=args.allow_changed)
+        changed = check_same_settings(ckpt["args"], vars(args), ignore=("prompt", "sample_tokens"),
+                                      allow=args.allow_changed)
         restore_training_state(ckpt, model, optimizer, gen)
         step, tokens_seen, seconds = ckpt["step"], ckpt["tokens_seen"], ckpt["seconds"]
     train_model = compiled_or_eager(model, args.micro_batch, device, autocast) if compile_model else model
@@ -621,14 +648,17 @@ def main(argv=None) -> dict:
         train_model = DDP(train_model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None)
     n_params = model.num_params()
     peak_flops = (peak_bf16_flops(device) or 0) * world  # the card's peak, for MFU (model FLOPs utilisation)
+    model_flops = flops_per_token(model)
     stop_at = min(args.max_steps, step + args.steps_this_run) if args.steps_this_run else args.max_steps
     # Process 0 alone holds the folder, evaluates, prints and writes; the others only train.
     with (RunFolder(out_dir, args.resume, args.overwrite) if rank == 0 else nullcontext() as run,
           StopOnSignal() as stop, tqdm(total=args.max_steps, initial=step, desc=cfg.mixer, disable=rank > 0) as bar):
         if rank == 0:
             run.cut_metrics(step)  # after a crash, the steps past the checkpoint are trained and logged again
-            write_json_atomic(out_dir / "config.json", dict(config=vars(args), model_config=asdict(cfg),
-                                                            params=n_params, processes=world, **run_info(device)))
+            earlier = json.loads((out_dir / "config.json").read_text()).get("resumes", []) if args.resume else []
+            write_json_atomic(out_dir / "config.json", dict(  # every resume and what it changed is kept
+                config=vars(args), model_config=asdict(cfg), params=n_params, processes=world, **run_info(device),
+                resumes=earlier + [dict(step=step, changed=changed)] if args.resume else []))
             print(f"{cfg.mixer} / {cfg.ffn} FFN: {n_params / 1e6:.2f}M parameters, {device}, "
                   f"{'bf16' if use_bf16 else 'fp32'}, compile={compile_model}, processes={world}, "
                   f"accum={args.batch_tokens // (args.micro_batch * cfg.block_size)}")
@@ -655,7 +685,7 @@ def main(argv=None) -> dict:
             post = dict(loss=f"{loss_sum:.3f}", lr=f"{lr:.1e}", tok_s=f"{tok_s:,.0f}")
             record = dict(step=step, train_loss=loss_sum, lr=lr, tokens=tokens_seen, tok_per_s=tok_s)
             if peak_flops:
-                record["mfu"] = flops_per_token(model) * tok_s / peak_flops
+                record["mfu"] = model_flops * tok_s / peak_flops
                 post["mfu"] = f"{record['mfu']:.1%}"
             if rank == 0:
                 if step % args.eval_interval == 0 or step == args.max_steps:
@@ -681,20 +711,6 @@ def main(argv=None) -> dict:
         write_json_atomic(out_dir / "final.json", result)
     print_scores(result, args.dataset)
     return result
-
-
-def print_scores(result: dict, dataset: str):
-    if result.get("partial"):  # --steps-this-run: a checkpoint to resume from, not a result
-        print(f"PARTIAL RUN, step {result['step']} of {result['max_steps']} (finish it with --resume):")
-    print(f"validation loss {result['val_loss']:.4f}, perplexity {result['val_ppl']:.2f} on {dataset} "
-          f"({result['params'] / 1e6:.2f}M params, {result['tokens_seen']:,} tokens"
-          + (f", {result['seconds']:.0f} s training)" if "seconds" in result else ")"))
-    print("  by token class: " + ", ".join(f"{c} {v['loss']:.3f} ({v['count']:,})"
-                                         for c, v in result["classes"].items() if c != "all")
-          + f"; copy probe: 1st copy {result['probe_first']:.2f}, 2nd copy {result['probe_second']:.2f}")
-    for d, v in result["eval"].items():
-        if d != dataset:
-            print(f"  {d}: loss {v['loss']:.4f}, perplexity {v['ppl']:.2f}")
 
 
 if __name__ == "__main__":

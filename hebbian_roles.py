@@ -1,4 +1,5 @@
-"""Grammatical roles with zero labels: a Hebbian predictive-coding network over multi-timescale EMA traces.
+"""Grammatical roles with zero labels: a Hebbian predictive-coding network over multi-timescale EMA (exponential
+moving average) traces.
 
 Hypothesis (arXiv 2604.08556): an unsupervised Hebbian network whose only context is EMA traces (alpha 0.5, 0.1,
 0.02) assigns grammatical roles at 96% of a supervised BiGRU (bidirectional gated recurrent unit), zero labels,
@@ -22,7 +23,8 @@ Model (the paper gives only constants; equations and choices are ours), for toke
   g    prior stiffness gamma * mean diag(alpha W_x' Px W_x + beta W_c' Pc W_c): relative to the data terms whatever
        the scale of W (a fixed gamma was 200x softer, moved nothing). gamma 1.0 (dev_a; paper 0.3: an ablation).
   SPA  (paper's name; read as sparse attention over past states; window 8, top 4): mu_t = W_spa a_t, a_t the mix of
-       the top 4 of the sentence's last 8 latents, softmax(z_j . q_t), q_t = relu(W_fb' P [alpha x_t; beta c_t]).
+       the top 4 of the sentence's last 8 latents, softmax(z_j . q_t / sqrt(H)), q_t = relu(W_fb' P [alpha x_t;
+       beta c_t]).
   P    precision per error dimension: geometric-mean error variance / that dimension's running variance (EMA
        0.05 per batch), clamped to [0.1, 10] (paper). Plain 1 / variance sat at the clamp (variances 0.002-0.05).
   learn per batch of 64 sentences (paper: lr 0.01, decay 0.001): W_x += lr (alpha Px e_x) z' - 0.001 W_x, W_c
@@ -101,7 +103,7 @@ class Config:
 
 # ---------------------------------------------------------------- model: the EMA scan (copied from ema_lm.py)
 @torch.compiler.assume_constant_result
-def ema_decay_matrices(alphas: tuple, C: int, N: int, device: torch.device):
+def ema_decay_matrices(alphas: tuple, C: int, N: int, device: torch.device) -> tuple:
     """The constant weights of ema_scan, in float32. torch.compile calls this once at trace time and
     bakes the results into the graph as constants (tracing their construction instead trips an inductor
     bug in torch 2.11 on CUDA, "The argument '-((0))' is not comparable")."""
@@ -119,7 +121,7 @@ def ema_decay_matrices(alphas: tuple, C: int, N: int, device: torch.device):
     return W[:, -1, :].contiguous(), A, torch.cat([M_in, M_carry], 1)  # (S, C), (S, N, N), (C*S, C+S)
 
 
-def ema_scan(x: torch.Tensor, alphas, chunk_size: int = 64) -> torch.Tensor:
+def ema_scan(x: torch.Tensor, alphas: tuple, chunk_size: int = 64) -> torch.Tensor:
     """The same traces as ema_scan_reference (ema_lm.py), in three matrix products, not T sequential steps.
 
     Inside a chunk of C positions with carried state c (the trace just before the chunk):
@@ -554,7 +556,7 @@ def train(sentences: list[dict], vocabulary: list[str], cfg: Config, seed: int, 
 # ---------------------------------------------------------------- CLI
 ABLATIONS = {  # name -> what changes: each newly active part, and the floor without context
     "no_traces": dict(use_traces=False, use_spa=False),  # the current word's code only (a floor)
-    "no_spa": dict(use_spa=False),                       # traces only, no memory of latents (gamma = 0)
+    "no_spa": dict(use_spa=False),                       # traces only: mu = 0, so g pulls z towards 0 (a ridge)
     "paper_gamma": dict(w_prior=0.3),                    # the paper's gamma: does the prior's weight matter?
     "no_precision": dict(use_precision=False),           # every precision 1
     "no_bottleneck": dict(active=10 ** 6),               # dense latent: every unit may be on
@@ -582,7 +584,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="Hebbian predictive-coding role assignment (arXiv 2604.08556)",
                                  allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = ap.add_argument
-    count = lambda flag: lambda t: listed(int, flag, lambda v: v > 0, "must be a positive integer")(t)[0]  # noqa
+
+    def count(flag: str):  # a flag that takes one positive integer
+        return lambda text: listed(int, flag, lambda v: v > 0, "must be a positive integer")(text)[0]
+
     add("--data-dir", default=str(REPO / "data" / "roles"), help="role benchmark (made by data/roles/prepare.py)")
     add("--out-dir", default=str(REPO / "runs" / "hebbian"), help="where results.json and metrics.jsonl go")
     add("--overwrite", action="store_true", help="replace the results of an earlier run in --out-dir")

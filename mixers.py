@@ -91,8 +91,8 @@ def gated_scan(x: torch.Tensor, z: torch.Tensor, chunk_size: int = 16) -> torch.
 
 
 def initial_alpha_logits(S: int, D: int) -> torch.Tensor:
-    """(S, D) logits z of alphas log-spaced from 0.9 to 0.001: trace 0 covers the fastest third (0.9-0.1),
-    trace 2 the slowest (0.01-0.001), so each band holds (or borders) the paper's constant for that trace."""
+    """(S, D) logits z of alphas log-spaced from 0.9 to 0.001 over the S x D channels: trace 0 takes the fastest
+    third (0.9 to 0.09), trace 2 the slowest (0.01 to 0.001). The range holds the paper's three constants."""
     a = torch.logspace(math.log10(0.9), math.log10(0.001), S * D).view(S, D)
     return torch.logit(a / ALPHA_MAX)
 
@@ -112,7 +112,7 @@ class LearnedTraces(nn.Module):
 
 
 class SelectiveTraces(nn.Module):
-    """selective: alpha_t = sigmoid(W u_t + b), per trace and channel, a function of the current token. It is
+    """selective: alpha_t = ALPHA_MAX sigmoid(W u_t + b), per trace and channel, a function of the current token. It is
     at once the input gate (how much of u_t is written) and one minus the decay (how much is kept), as in the
     EMA itself, HGRN and minGRU (Mamba ties them through its step size). alpha_t near 0 skips a token and
     keeps the memory; near 1 overwrites it. A minimal gated linear recurrence without state expansion."""
@@ -136,7 +136,8 @@ class SelectiveTraces(nn.Module):
 # A key can be found again by a query that resembles it, which a trace cannot offer. g_t in (0, 1]^{d_k}.
 
 
-def linear_attention_reference(q, k, v, log_g) -> torch.Tensor:
+def linear_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_g: torch.Tensor
+                               ) -> torch.Tensor:
     """The definition, one step at a time, in float32. q, k, log_g: (B, H, T, d_k), v: (B, H, T, d_v); log_g
     may also be (1, H, 1, d_k) for decays constant in time. Decays below 1 - ALPHA_MAX are raised to it.
     Returns o: (B, H, T, d_v)."""
@@ -150,7 +151,8 @@ def linear_attention_reference(q, k, v, log_g) -> torch.Tensor:
     return torch.stack(out, 2).to(q.dtype)  # (B, H, T, d_v)
 
 
-def linear_attention(q, k, v, log_g, chunk_size: int = 16) -> torch.Tensor:
+def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_g: torch.Tensor,
+                     chunk_size: int = 16) -> torch.Tensor:
     """The same outputs as linear_attention_reference, chunked as in GLA's paper (Yang et al. 2023).
 
     With b_i = the cumulative sum of log g over the chunk up to and including i, and S0 the state before it:
@@ -189,9 +191,8 @@ def initial_decay_logits(n: int) -> torch.Tensor:
     """n logits z whose decays g = sigmoid(z)^(1/16) are log-spaced in 1 - g from 0.9 to 0.001: memories of about
     1 to 1000 tokens, the same spread of timescales as ema-learned's initial alphas (initial_alpha_logits), so
     every learned-decay mixer starts from the same timescales. Channels near 1 keep a key until its query
-    comes; fast ones isolate the last few tokens, which most next-token predictions need. (A first version
-    started every channel at memories of 16-1024 tokens: PTB perplexity 256 for gla, seed 0, without a way to
-    see the previous token; the change was made for that reason and is the only one.)"""
+    comes; fast ones isolate the last few tokens, which most next-token predictions need (docs/reconstruction.md
+    tells why the range was widened from a first version's 16-1024 tokens)."""
     g = 1 - torch.logspace(math.log10(0.9), math.log10(0.001), n)
     return torch.logit(g ** GATE_TEMPERATURE)
 

@@ -28,18 +28,21 @@ A training script needs a few lines of it (ema_lm.py is the worked example; its 
 Every refusal is a SystemExit whose text names the file or flag, what was found and what to do: the
 script stops with that one paragraph and no traceback, and a test can catch it.
 """
+import argparse
 import atexit
 import fcntl
 import json
 import math
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
 import threading
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -72,7 +75,8 @@ def pick_device(name: str) -> str:
 # ----------------------------------------------------------------------------- flags
 
 
-def check_ranges(parser, args, positive=(), non_negative=(), fraction=()) -> None:
+def check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace, positive: tuple = (),
+                 non_negative: tuple = (), fraction: tuple = ()) -> None:
     """parser.error (exit 2, naming the flag, the value and the fix) for a value out of its range: positive
     (> 0), non_negative (>= 0) or fraction (0..1). Names are the argparse dests ("max_steps")."""
     for names, ok, need in ((positive, lambda v: v > 0, "a number above 0"),
@@ -84,18 +88,20 @@ def check_ranges(parser, args, positive=(), non_negative=(), fraction=()) -> Non
                 parser.error(f"--{name.replace('_', '-')} {value}: must be {need}")
 
 
-# Dense bf16 peak of a card, from its datasheet, by a substring of torch.cuda.get_device_name() (first match
-# wins, so the more specific names come first). An unknown card gets no MFU rather than another card's peak.
-PEAK_BF16_TFLOPS = (("H100 PCIe", 756), ("H100 NVL", 835), ("H100", 989), ("H200", 989), ("GH200", 989),
-                    ("A100", 312), ("L40S", 362), ("L4", 121), ("A10", 125), ("RTX 4090", 165), ("RTX 3090", 71))
+# Dense bf16 peak of a card, from its datasheet, by a regular expression on torch.cuda.get_device_name() (the
+# first match wins, so the more specific names come first). An unknown card gets no MFU (model FLOPs
+# utilisation) rather than another card's peak.
+PEAK_BF16_TFLOPS = ((r"GH200", 989), (r"H200", 989), (r"H100 PCIe", 756), (r"H100 NVL", 835), (r"H100", 989),
+                    (r"A100", 312), (r"L40S", 362), (r"L40\b", 181), (r"L4\b", 121), (r"A10\b", 125),
+                    (r"RTX 4090", 165), (r"RTX 3090", 71))
 
 
-def peak_bf16_flops(device: str):
+def peak_bf16_flops(device: str) -> float | None:
     """The card's dense bf16 FLOP/s for MFU, or None (CPU, MPS, or a card not in PEAK_BF16_TFLOPS)."""
     if device != "cuda":
         return None
     name = torch.cuda.get_device_name()
-    return next((tflops * 1e12 for key, tflops in PEAK_BF16_TFLOPS if key in name), None)
+    return next((tflops * 1e12 for pattern, tflops in PEAK_BF16_TFLOPS if re.search(pattern, name)), None)
 
 
 # ----------------------------------------------------------------------------- optimisation
@@ -208,8 +214,8 @@ def load_checkpoint(path: Path, model_config=None) -> dict:
     another model configuration (a dataclass or dict compared field by field), is a SystemExit that says so."""
     path = Path(path)
     if not path.exists():
-        raise SystemExit(f"no checkpoint at {path}: train first (without --resume, --sample or --eval-only), "
-                         "or point --out-dir at a run folder that holds one")
+        raise SystemExit(f"no checkpoint at {path}: train first (a run without --resume), or point --out-dir at a "
+                         "run folder that holds one")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         if not isinstance(ckpt, dict) or "model" not in ckpt:
@@ -226,8 +232,8 @@ def load_checkpoint(path: Path, model_config=None) -> dict:
         if saved != now:
             diff = ", ".join(f"{k} {saved.get(k, '(absent)')} (checkpoint) vs {now.get(k, '(absent)')} (now)"
                              for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k))
-            raise SystemExit(f"checkpoint {path} was trained with another model config: {diff}. Pass the same "
-                             "--preset/--mixer/--ffn/size flags, or use another --out-dir.")
+            raise SystemExit(f"checkpoint {path} was trained with another model config: {diff}. Pass the flags "
+                             "that set those fields as the run had them, or use another --out-dir.")
     return ckpt
 
 
@@ -236,16 +242,16 @@ RUN_CONTROL = ("resume", "overwrite", "allow_changed", "out_dir", "device", "com
                "eval_interval", "checkpoint_interval")
 
 
-def check_same_settings(saved: dict, now: dict, ignore=(), allow: bool = False) -> dict:
+def check_same_settings(saved: dict, now: dict, ignore=(), allow: bool = False, source: str = "checkpoint") -> dict:
     """A resumed run must be the run that was started. Returns {setting: (checkpoint's, now)} for the settings
     (argparse dests) that differ, apart from RUN_CONTROL and `ignore`; a difference is a SystemExit listing
     them all, unless `allow` (--allow-changed) says they are intended."""
     changed = {k: (saved.get(k, "(absent)"), now.get(k, "(absent)")) for k in sorted(set(saved) | set(now))
                if k not in (*RUN_CONTROL, *ignore) and saved.get(k, "(absent)") != now.get(k, "(absent)")}
-    listed = "; ".join(f"--{k.replace('_', '-')} {a} (checkpoint) vs {b} (now)" for k, (a, b) in changed.items())
+    listed = "; ".join(f"--{k.replace('_', '-')} {a} ({source}) vs {b} (now)" for k, (a, b) in changed.items())
     if changed and not allow:
-        raise SystemExit(f"--resume: this run's settings differ from the checkpoint's: {listed}. Pass the "
-                         "checkpoint's values to continue the same run, or add --allow-changed if the change is "
+        raise SystemExit(f"--resume: this run's settings differ from the {source}'s: {listed}. Pass the "
+                         f"{source}'s values to continue the same run, or add --allow-changed if the change is "
                          "intended (it is then printed and kept in config.json).")
     if changed:
         print(f"resuming with changed settings (--allow-changed): {listed}")
@@ -365,7 +371,7 @@ class StopOnSignal:
             raise SystemExit(128 + signum)
         self.signum = signum
 
-    def exit(self, message: str, signum: int = 0):
+    def exit(self, message: str, signum: int = 0) -> NoReturn:
         """Print `message` and exit with 128 + the signal (`signum`, the one agreed across processes, or the one
         this process received). Under torchrun every process first waits for the others (process 0 writes the
         checkpoint): torchrun stops the whole group as soon as one process exits."""
@@ -397,9 +403,11 @@ def cpu_name() -> str:
 
 
 def git_commit() -> str:
+    """HEAD's hash, with "-dirty" if tracked files differ from it (the numbers then come from uncommitted code)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
+        return (git("rev-parse", "HEAD") or "unknown") + ("-dirty" if git("status", "--porcelain", "-uno") else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -410,11 +418,6 @@ def run_info(device: str) -> dict:
                 gpu=torch.cuda.get_device_name() if device == "cuda" else None, cpu=cpu_name(),
                 cpu_count=os.cpu_count(), threads=torch.get_num_threads(), commit=git_commit(),
                 load_average=list(os.getloadavg()) if hasattr(os, "getloadavg") else None)
-
-
-def write_json(path: Path, obj) -> None:
-    """Atomic JSON write (temporary file, fsync, rename)."""
-    write_json_atomic(path, obj)
 
 
 def read_jsonl(path: Path) -> list:

@@ -47,6 +47,15 @@ def test_every_query_asks_an_earlier_key_and_its_answer_is_the_paired_value(T, K
         assert int(x[filler].abs().sum()) == 0, "without noise, filler is token 0"
 
 
+def test_queries_follow_zoology_s_power_law_most_of_them_soon_after_the_pairs():
+    T, K = 256, 4
+    x, y = R.mqar(2000, T, K, 512, seed=0)
+    gaps = ((y != -100).nonzero()[:, 1] - 2 * K) // 2  # query slot after the pairs, 0 .. (T - 2K)/2 - 1
+    space = (T - 2 * K) // 2
+    assert gaps.float().mean().item() < 0.4 * space, "p(gap) ~ gap^-0.99: short gaps dominate"
+    assert (gaps < space // 4).float().mean().item() > 0.4 and gaps.max().item() > space // 2
+
+
 def test_test_and_validation_sets_differ():
     test = R.mqar(8, 64, 4, 64, seed=[R.TEST_SEED, 64])
     val = R.mqar(8, 64, 4, 64, seed=[R.VAL_SEED, 64])
@@ -97,6 +106,7 @@ def test_learning_rate_is_chosen_on_validation_and_workers_do_not_change_results
     (["--seeds", "a,b"], "--seeds 'a,b': expected comma-separated integers"),
     (["--steps", "0"], "--steps 0: must be a positive integer"),
     (["--widths", "65"], "width 65 does not split"),
+    (["--widths", "64", "--lr-width", "128"], "--lr-width 128 is not in the grid [64]"),
 ])
 def test_bad_arguments_are_clear_argparse_errors(argv, words, capsys):
     with pytest.raises(SystemExit):

@@ -150,7 +150,7 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path, make_model):
     model = make_model("ema")
     path = tmp_path / "ckpt.pt"
     E.save_checkpoint(path, dict(model=model.state_dict(), model_config=E.asdict(model.cfg)))
-    assert not path.with_suffix(".tmp").exists()
+    assert not list(tmp_path.glob(".ckpt.pt.*")), "no temporary file is left beside the checkpoint"
     clone = make_model("ema", seed=1)
     clone.load_state_dict(E.load_checkpoint(path, model.cfg)["model"])
     idx = torch.randint(0, 100, (2, 20))
@@ -184,12 +184,6 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
     with pytest.raises(RuntimeError, match="non-finite training loss.*last good checkpoint"):
         E.main(args)
     assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 2
-
-
-def test_bad_arguments_are_argparse_errors():
-    for argv in (["--dataset", "imagenet"], ["--preset", "huge"], ["--eval-datasets", "ptb,imagenet"]):
-        with pytest.raises(SystemExit):
-            E.get_args(argv)
 
 
 def test_missing_data_names_the_prepare_command(tmp_path, monkeypatch, lm_argv):

@@ -336,7 +336,7 @@ def test_ablation_refuses_a_folder_with_runs_and_checks_its_flags(tmp_path, caps
     status, msg = fails(ABL + ["--out-dir", str(tmp_path)], A.main)
     assert status == 1 and "already holds" in msg and "linear-s0/final.json" in msg and "results.json" in msg
     status, msg = fails(ABL + ["--max-steps", "3", "--out-dir", str(tmp_path), "--resume"], A.main)
-    assert status == 1 and "--max-steps 2 (checkpoint) vs 3 (now)" in msg
+    assert status == 1 and "--max-steps 2 (linear-s0/config.json) vs 3 (now)" in msg
     assert files(tmp_path) == before
     for argv, words in ((["--seeds", "a,b"], "--seeds must be comma-separated integers, got 'a,b'"),
                         (["--max-step", "3"], "unrecognized arguments: --max-step"),

@@ -116,3 +116,19 @@ def test_onset_figure_reads_the_probe_from_run_folders(tmp_path):
     curves = plot_onset.main([str(tmp_path / "ema"), str(tmp_path / "attention"), "--out", str(tmp_path / "f.png")])
     assert curves["attention"]["gap"] == [1.0, 2.0] and curves["ema"]["tokens"] == [2048 / 1e6, 4096 / 1e6]
     assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+def test_compare_takes_the_later_scores_and_refuses_a_partial_run(tmp_path):
+    run = tmp_path / "run"
+    E.main(TINY + ["--out-dir", str(run), "--steps-this-run", "1"])  # a partial run: step 1 of 2
+    with pytest.raises(SystemExit, match="partial run"):
+        E.main(["--compare", str(run)])
+    E.main(TINY + ["--out-dir", str(run), "--eval-only"])  # eval.json at step 1
+    E.main(TINY + ["--out-dir", str(run), "--resume"])  # final.json at step 2
+    assert E.latest_scores(str(run))["step"] == 2, "the final scores, not the older --eval-only ones"
+
+
+def test_eval_only_scores_the_data_the_run_was_trained_on(tmp_path):
+    E.main(TINY + ["--out-dir", str(tmp_path), "--eval-tokens", "512"])
+    out = E.main(TINY + ["--out-dir", str(tmp_path), "--eval-only", "--eval-tokens", "2048"])  # a stray flag
+    assert out["classes"]["all"]["count"] == 512

@@ -6,8 +6,10 @@ import plumbing as P
 
 
 @pytest.mark.parametrize("name,tflops", [("NVIDIA H100 80GB HBM3", 989), ("NVIDIA H100 PCIe", 756),
-                                         ("NVIDIA H200", 989), ("NVIDIA A100-SXM4-80GB", 312), ("NVIDIA L4", 121),
-                                         ("NVIDIA GeForce GTX 1080", None)])
+                                         ("NVIDIA H200", 989), ("NVIDIA GH200 480GB", 989),
+                                         ("NVIDIA A100-SXM4-80GB", 312), ("NVIDIA L4", 121),
+                                         ("NVIDIA L40", 181), ("NVIDIA L40S", 362),
+                                         ("NVIDIA A10G", None), ("NVIDIA GeForce GTX 1080", None)])
 def test_mfu_uses_the_card_s_own_peak_or_none(monkeypatch, name, tflops):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: name)
     assert P.peak_bf16_flops("cuda") == (tflops * 1e12 if tflops else None)
