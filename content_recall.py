@@ -57,7 +57,11 @@ Commands:
     python content_recall.py --preset zoology --device cuda  # Zoology's scale, one GPU (ETA in the README)
     python content_recall.py --mixers attention,ema --widths 64 --lengths 64 --seeds 0   # one slice
 
-Measured: see README.md "Where the boundary lies" (table, figure, wall time, hardware).
+Measured (3 seeds; 2-core AMD EPYC VM, torch 2.13.0; tables in results/content_recall/README.md): the default
+runs in 23.3 minutes on 2 idle cores. At T = 64, D = 128: attention 1.000, gla 0.962, linattn 0.935, selective
+0.088, ema 0.021 (chance 0.125). Given 4000 steps at T = 64, D = 64: linattn 0.956 and gla 0.955 (constant and
+input-dependent decays recall alike), selective 0.094, ema 0.060, trace-attn-current 0.056 and
+trace-attn-history 0.871: the content survives in the sequence of traces, not in the SPEN's fixed-size state.
 
 Glossary: B batch, T sequence length, D width (d_model), S traces per block (3), H heads, K key-value pairs
 per sequence, V vocabulary, L blocks. a = alpha (weight of the new input in a trace).
