@@ -23,11 +23,11 @@ linattn (a matrix state per head read by a query, learned constant decays) and g
 decays a function of the token) replace softmax attention in GPT-2's block; attention is GPT-2's block.
 
 Commands:
-    python ema_lm.py                                   # small SPEN on Penn Treebank, CPU, about 6 minutes
+    python ema_lm.py                                   # small SPEN on Penn Treebank, CPU, about 10 minutes
     python ema_lm.py --mixer attention                 # the same budget with causal self-attention
     python ema_lm.py --mixer gla                       # or ema-learned, selective, linattn
     python ema_lm.py --eval-only --out-dir runs/ptb-ema-small-s0    # loss by token class, copy probe
-    python ema_lm.py --compare runs/ptb-ema-small-s* runs/ptb-attention-small-s*   # the table over seeds
+    python results/lm/compare.py runs/ptb-ema-small-s* runs/ptb-attention-small-s*   # the table over seeds
     python ema_lm.py --device cuda                     # the same run on a GPU
     python ema_lm.py --device cuda --preset paper --dataset fineweb --eval-datasets c4,wikitext103
     torchrun --standalone --nproc_per_node=8 ema_lm.py --preset paper --dataset fineweb   # 8 GPUs, PyTorch DDP
@@ -60,8 +60,7 @@ from data.common import gpt2_encoding, load_tokens
 from mixers import LearnedTraces, LinearAttention, SelectiveTraces
 from plumbing import (RunFolder, StopOnSignal, agree_across_ranks, check_ranges, check_same_settings,
                       compiled_or_eager, init_distributed, load_checkpoint, lr_at, make_optimizer, peak_bf16_flops,
-                      pick_device,
-                      restore_training_state, run_info, save_checkpoint, training_state, write_json_atomic)
+                      pick_device, restore_training_state, run_info, save_checkpoint, training_state, write_json_atomic)
 
 ROOT = Path(__file__).resolve().parent
 ALPHAS = (0.5, 0.1, 0.02)  # paper, Figure 1: fast, medium, slow; constants, never learned
@@ -147,8 +146,7 @@ def ema_scan(x: torch.Tensor, alphas: tuple, chunk_size: int = 64) -> torch.Tens
 
 
 class FixedTraces(nn.Module):
-    """ema: the paper's three traces with constant alphas (ALPHAS). No parameters, no dependence on x
-    (d_model is taken only so that every kind of trace is built the same way)."""
+    """ema: the paper's three traces with constant alphas (ALPHAS); no parameters (d_model: the common signature)."""
 
     def __init__(self, d_model: int):
         super().__init__()
@@ -414,53 +412,6 @@ def flops_per_token(model: LanguageModel) -> float:
     return 6 * n + attn
 
 
-def latest_scores(run_dir: str) -> dict:
-    """A finished run's scores: final.json or eval.json (--eval-only), whichever was written at the later step."""
-    found = [json.loads(p.read_text()) for p in (Path(run_dir) / "final.json", Path(run_dir) / "eval.json")
-             if p.exists()]
-    if not found:
-        raise SystemExit(f"--compare: {run_dir} holds no final.json or eval.json; finish the run or run "
-                         f"`python ema_lm.py --eval-only --out-dir {run_dir}` first")
-    r = max(found, key=lambda r: r["step"])
-    if r.get("partial") or "classes" not in r:
-        raise SystemExit(f"--compare: {run_dir} holds a partial run (step {r['step']}) or scores without the "
-                         f"token-class breakdown; finish it with --resume, or score it with --eval-only")
-    return r
-
-
-def compare_runs(run_dirs: list) -> dict:
-    """Loss by token class and the copy probe, mean +- std over the runs of each mixer (and FFN, if not the
-    block's own), and the share of the loss gap between the first group and each other one that every class
-    carries: n_c (L_c^other - L_c^first) / (N (L^other - L^first)); the shares add up to 1."""
-    groups = {}
-    for d in run_dirs:
-        r = latest_scores(d)
-        first = next(iter(groups.values()), [r])[0]
-        if any(r["classes"][c]["count"] != first["classes"][c]["count"] for c in r["classes"]):
-            raise SystemExit(f"--compare: {d} was scored on other validation windows than the first run "
-                             "(block size, --eval-tokens or dataset differ); compare runs scored alike")
-        own_ffn = "sparse" if r["mixer"] in SPEN_MIXERS else "dense"
-        groups.setdefault(r["mixer"] if r["ffn"] == own_ffn else f"{r['mixer']}, {r['ffn']} FFN", []).append(r)
-    cols = ("all", *TOKEN_CLASSES)
-    counts = next(iter(groups.values()))[0]["classes"]
-    mean = {m: {c: np.mean([r["classes"][c]["loss"] for r in rs]) for c in cols} for m, rs in groups.items()}
-    print("| mixer (runs) | " + " | ".join(f"{c} ({counts[c]['count']:,})" for c in cols) + " | probe: 1st copy | "
-          "2nd copy |")
-    print("|---" * (len(cols) + 3) + "|")
-    for m, rs in groups.items():
-        cells = [f"{mean[m][c]:.3f} +- {np.std([r['classes'][c]['loss'] for r in rs], ddof=min(1, len(rs) - 1)):.3f}"
-                 for c in cols]
-        probe = [f"{np.mean([r[k] for r in rs]):.2f}" for k in ("probe_first", "probe_second")]
-        print(f"| {m} ({len(rs)}) | " + " | ".join(cells + probe) + " |")
-    base, shares = next(iter(groups)), {}
-    for m in list(groups)[1:]:
-        gap = counts["all"]["count"] * (mean[m]["all"] - mean[base]["all"])
-        shares[m] = {c: counts[c]["count"] * (mean[m][c] - mean[base][c]) / gap for c in TOKEN_CLASSES}
-        print(f"share of the gap {m} - {base} ({mean[m]['all'] - mean[base]['all']:+.3f} nats): "
-              + ", ".join(f"{c} {s:.0%}" for c, s in shares[m].items()))
-    return dict(mean=mean, shares=shares, runs={m: len(rs) for m, rs in groups.items()})
-
-
 def print_scores(result: dict, dataset: str) -> None:
     if result.get("partial"):  # --steps-this-run: a checkpoint to resume from, not a result
         print(f"PARTIAL RUN, step {result['step']} of {result['max_steps']} (finish it with --resume):")
@@ -553,7 +504,6 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--prompt", default="the company said", help="prompt for --sample")
     add("--sample-tokens", type=int, default=50, help="tokens to generate with --sample")
     add("--eval-only", action="store_true", help="score <out-dir>/ckpt.pt by token class into <out-dir>/eval.json")
-    add("--compare", nargs="+", metavar="RUN_DIR", default=None, help="table over finished runs, grouped by mixer")
     args = p.parse_args(argv)
     vars(args).update({k: v for k, v in PRESETS[args.preset].items() if getattr(args, k) is None})  # unset flags
     args.ffn = args.ffn or ("sparse" if args.mixer in SPEN_MIXERS else "dense")
@@ -585,8 +535,6 @@ def get_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = get_args(argv)
-    if args.compare:
-        return compare_runs(args.compare)
     device = pick_device(args.device)
     rank, world = init_distributed(device)  # (0, 1) unless torchrun started several processes
     compile_model = args.compile if args.compile is not None else device == "cuda"

@@ -1,4 +1,5 @@
-"""ema_lm.py's reading of the LM comparison: token classes, the repeated-segment probe, --eval-only, --compare."""
+"""ema_lm.py's reading of the LM comparison: token classes, the repeated-segment probe, --eval-only, and
+results/lm/compare.py and plot_onset.py, which read its run folders."""
 import json
 
 import numpy as np
@@ -6,6 +7,15 @@ import pytest
 import torch
 
 import ema_lm as E
+
+
+def load_tool(name: str):
+    """A script of results/lm/ as a module."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, E.ROOT / "results" / "lm" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 TINY = ["--n-layer", "1", "--d-model", "32", "--n-head", "2", "--block-size", "32", "--micro-batch", "4",
         "--batch-tokens", "128", "--warmup-steps", "1", "--eval-tokens", "1024", "--device", "cpu", "--max-steps", "2"]
@@ -94,19 +104,17 @@ def test_compare_groups_runs_by_mixer_and_splits_the_gap_by_class(tmp_path, caps
         d = tmp_path / mixer
         E.main(TINY + ["--mixer", mixer, "--out-dir", str(d)])
         dirs.append(str(d))
-    out = E.main(["--compare", *dirs])
+    compare = load_tool("compare")
+    out = compare.main(dirs)
     shares = out["shares"]["attention"]
     assert sum(shares.values()) == pytest.approx(1.0), "the classes' shares add up to the whole gap"
     assert "| ema (1) |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no final.json"):
-        E.main(["--compare", str(tmp_path / "missing")])
+        compare.main([str(tmp_path / "missing")])
 
 
 def test_onset_figure_reads_the_probe_from_run_folders(tmp_path):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("plot_onset", E.ROOT / "results" / "lm" / "plot_onset.py")
-    plot_onset = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plot_onset)
+    plot_onset = load_tool("plot_onset")
     for mixer, gap in (("ema", 0.0), ("attention", 2.0)):
         run = tmp_path / mixer
         run.mkdir()
@@ -119,13 +127,13 @@ def test_onset_figure_reads_the_probe_from_run_folders(tmp_path):
 
 
 def test_compare_takes_the_later_scores_and_refuses_a_partial_run(tmp_path):
-    run = tmp_path / "run"
+    compare, run = load_tool("compare"), tmp_path / "run"
     E.main(TINY + ["--out-dir", str(run), "--steps-this-run", "1"])  # a partial run: step 1 of 2
     with pytest.raises(SystemExit, match="partial run"):
-        E.main(["--compare", str(run)])
+        compare.main([str(run)])
     E.main(TINY + ["--out-dir", str(run), "--eval-only"])  # eval.json at step 1
     E.main(TINY + ["--out-dir", str(run), "--resume"])  # final.json at step 2
-    assert E.latest_scores(str(run))["step"] == 2, "the final scores, not the older --eval-only ones"
+    assert compare.latest_scores(str(run))["step"] == 2, "the final scores, not the older --eval-only ones"
 
 
 def test_eval_only_scores_the_data_the_run_was_trained_on(tmp_path):

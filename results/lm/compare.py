@@ -1,0 +1,77 @@
+"""The LM comparison over seeds: loss by token class and the copy probe of finished ema_lm.py runs.
+
+    python results/lm/compare.py runs/ptb-ema-small-s* runs/ptb-attention-small-s* runs/ptb-gla-small-s*
+
+Reads each run folder's final.json (or eval.json from `python ema_lm.py --eval-only`, whichever is later), groups
+the runs by mixer (and FFN, where it is not the block's own), and prints a Markdown table: perplexity and loss by
+token class (ema_lm.py's token_classes), mean +- std over the runs (ddof 1), and the copy probe. Below it, for
+every group after the first, the share of its loss gap to the first group that each token class carries. Runs
+scored on other validation windows are refused, as are partial runs.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for ema_lm
+from ema_lm import SPEN_MIXERS, TOKEN_CLASSES  # noqa: E402
+
+
+def latest_scores(run_dir: str) -> dict:
+    """A finished run's scores: final.json or eval.json (--eval-only), whichever was written at the later step."""
+    found = [json.loads(p.read_text()) for p in (Path(run_dir) / "final.json", Path(run_dir) / "eval.json")
+             if p.exists()]
+    if not found:
+        raise SystemExit(f"compare.py: {run_dir} holds no final.json or eval.json; finish the run or run "
+                         f"`python ema_lm.py --eval-only --out-dir {run_dir}` first")
+    r = max(found, key=lambda r: r["step"])
+    if r.get("partial") or "classes" not in r:
+        raise SystemExit(f"compare.py: {run_dir} holds a partial run (step {r['step']}) or scores without the "
+                         f"token-class breakdown; finish it with --resume, or score it with --eval-only")
+    return r
+
+
+def compare_runs(run_dirs: list) -> dict:
+    """Loss by token class and the copy probe, mean +- std over the runs of each mixer (and FFN, if not the
+    block's own), and the share of the loss gap between the first group and each other one that every class
+    carries: n_c (L_c^other - L_c^first) / (N (L^other - L^first)); the shares add up to 1."""
+    groups = {}
+    for d in run_dirs:
+        r = latest_scores(d)
+        first = next(iter(groups.values()), [r])[0]
+        if any(r["classes"][c]["count"] != first["classes"][c]["count"] for c in r["classes"]):
+            raise SystemExit(f"compare.py: {d} was scored on other validation windows than the first run "
+                             "(block size, --eval-tokens or dataset differ); compare runs scored alike")
+        own_ffn = "sparse" if r["mixer"] in SPEN_MIXERS else "dense"
+        groups.setdefault(r["mixer"] if r["ffn"] == own_ffn else f"{r['mixer']}, {r['ffn']} FFN", []).append(r)
+    cols, probes = ("all", *TOKEN_CLASSES), ("probe_first", "probe_second")
+    counts = next(iter(groups.values()))[0]["classes"]
+    mean = {m: {c: np.mean([r["classes"][c]["loss"] for r in rs]) for c in cols} for m, rs in groups.items()}
+
+    def cell(values: list, fmt: str) -> str:  # mean +- std over seeds (ddof 1); one run: its value alone
+        return f"{np.mean(values):{fmt}}" + (f" +- {np.std(values, ddof=1):{fmt}}" if len(values) > 1 else "")
+    print("| mixer (runs) | perplexity | " + " | ".join(f"{c} ({counts[c]['count']:,})" for c in cols)
+          + " | probe: 1st copy | 2nd copy |\n" + "|---" * (len(cols) + 4) + "|")
+    for m, rs in groups.items():
+        print(f"| {m} ({len(rs)}) | " + " | ".join([cell([r["val_ppl"] for r in rs], ".1f")]
+              + [cell([r["classes"][c]["loss"] for r in rs], ".3f") for c in cols]
+              + [cell([r[k] for r in rs], ".2f") for k in probes]) + " |")
+    base, shares = next(iter(groups)), {}
+    for m in list(groups)[1:]:
+        gap = counts["all"]["count"] * (mean[m]["all"] - mean[base]["all"])
+        shares[m] = {c: counts[c]["count"] * (mean[m][c] - mean[base][c]) / gap for c in TOKEN_CLASSES}
+        print(f"share of the gap {m} - {base} ({mean[m]['all'] - mean[base]['all']:+.3f} nats): "
+              + ", ".join(f"{c} {s:.0%}" for c, s in shares[m].items()))
+    return dict(mean=mean, shares=shares, runs={m: len(rs) for m, rs in groups.items()})
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    p.add_argument("runs", nargs="+", help="finished ema_lm.py run folders; the first one's mixer is the reference")
+    return compare_runs(p.parse_args(argv).runs)
+
+
+if __name__ == "__main__":
+    main()
