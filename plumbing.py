@@ -245,9 +245,13 @@ RUN_CONTROL = ("resume", "overwrite", "allow_changed", "out_dir", "device", "com
 def check_same_settings(saved: dict, now: dict, ignore=(), allow: bool = False, source: str = "checkpoint") -> dict:
     """A resumed run must be the run that was started. Returns {setting: (checkpoint's, now)} for the settings
     (argparse dests) that differ, apart from RUN_CONTROL and `ignore`; a difference is a SystemExit listing
-    them all, unless `allow` (--allow-changed) says they are intended."""
+    them all, unless `allow` (--allow-changed) says they are intended. A flag that exists on one side only (added
+    or removed since) counts only if it was set: unset (None, False or 0), it did not change the run."""
+    unset = (None, False, "(absent)")
     changed = {k: (saved.get(k, "(absent)"), now.get(k, "(absent)")) for k in sorted(set(saved) | set(now))
-               if k not in (*RUN_CONTROL, *ignore) and saved.get(k, "(absent)") != now.get(k, "(absent)")}
+               if k not in (*RUN_CONTROL, *ignore) and saved.get(k, "(absent)") != now.get(k, "(absent)")
+               and not (k in set(saved) ^ set(now) and saved.get(k, "(absent)") in unset
+                        and now.get(k, "(absent)") in unset)}
     listed = "; ".join(f"--{k.replace('_', '-')} {a} ({source}) vs {b} (now)" for k, (a, b) in changed.items())
     if changed and not allow:
         raise SystemExit(f"--resume: this run's settings differ from the {source}'s: {listed}. Pass the "

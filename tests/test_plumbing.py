@@ -1,4 +1,4 @@
-"""plumbing.py's lookups that the other tests do not reach: the card's peak for MFU."""
+"""plumbing.py's lookups and checks that the other tests do not reach: the card's peak for MFU, resumed settings."""
 import pytest
 import torch
 
@@ -14,3 +14,12 @@ def test_mfu_uses_the_card_s_own_peak_or_none(monkeypatch, name, tflops):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: name)
     assert P.peak_bf16_flops("cuda") == (tflops * 1e12 if tflops else None)
     assert P.peak_bf16_flops("cpu") is None
+
+
+def test_resume_ignores_a_flag_added_or_removed_since_only_while_it_is_unset():
+    assert P.check_same_settings({"lr": 1e-3, "compare": None}, {"lr": 1e-3}) == {}, "a removed, unused flag"
+    assert P.check_same_settings({"lr": 1e-3}, {"lr": 1e-3, "new_flag": False}) == {}, "a new flag at its default"
+    with pytest.raises(SystemExit, match="--old-flag 3"):
+        P.check_same_settings({"lr": 1e-3, "old_flag": 3}, {"lr": 1e-3})
+    with pytest.raises(SystemExit, match="--lr 0.001"):
+        P.check_same_settings({"lr": 1e-3}, {"lr": 3e-3})
