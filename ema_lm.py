@@ -23,7 +23,7 @@ linattn (a matrix state per head read by a query, learned constant decays) and g
 decays a function of the token) replace softmax attention in GPT-2's block; attention is GPT-2's block.
 
 Commands:
-    python ema_lm.py                                   # small SPEN on Penn Treebank, CPU, about 10 minutes
+    python ema_lm.py                                   # small SPEN on Penn Treebank, CPU, about 11 minutes
     python ema_lm.py --mixer attention                 # the same budget with causal self-attention
     python ema_lm.py --mixer gla                       # or ema-learned, selective, linattn
     python ema_lm.py --eval-only --out-dir runs/ptb-ema-small-s0    # loss by token class, copy probe
