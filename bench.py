@@ -115,8 +115,7 @@ def bench_model(preset: str, mixer: str, T: int, B: int, device: str, reps: int,
     """Tokens/s, MFU and peak memory of one full training step (forward, backward, AdamW)."""
     args = E.get_args(["--preset", preset, "--mixer", mixer, "--block-size", str(T), "--micro-batch", str(B),
                        "--batch-tokens", str(B * T)])
-    cfg = E.ModelConfig(n_layer=args.n_layer, d_model=args.d_model, d_ffn=args.d_ffn, n_head=args.n_head,
-                        block_size=T, mixer=mixer, ffn=args.ffn)
+    cfg = E.model_config(args)
     torch.manual_seed(0)
     model = E.LanguageModel(cfg).to(device)
     opt = make_optimizer(model, args.lr, args.weight_decay)

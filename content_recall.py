@@ -132,38 +132,19 @@ class TraceReaderBlock(SPENBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = self.ln_in(x)
-        h = self.traces(u)  # (B, T, S, D): traces up to and including t
+        h = self.traces(self.conv(u))  # (B, T, S, D): traces up to and including t
         err = u - self.read(u, h)  # (B, T, D)
         c = self.ln_mix(self.mix(torch.cat([err, h.flatten(2)], -1)))  # (B, T, D)
-        return x + self.ffn(c)
-
-
-class ShortConv(nn.Module):
-    """Causal depthwise convolution over the last `kernel` positions, put in front of every mixer (Zoology):
-    any mixer then sees the previous token directly, so a value arrives already bound to its key."""
-
-    def __init__(self, d_model: int, kernel: int):
-        super().__init__()
-        self.conv = nn.Conv1d(d_model, d_model, kernel, groups=d_model, padding=kernel - 1)
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
-        return self.conv(u.transpose(1, 2))[..., :u.shape[1]].transpose(1, 2)
+        return self.ffn(c)
 
 
 def build_model(mixer: str, cfg: ModelConfig, conv_kernel: int) -> LanguageModel:
     """ema_lm.py's LanguageModel with the mixer's block (a trace reader for the localisation rows) and, if
     conv_kernel > 0, a short convolution in front of the block's mixer (its traces or its attention)."""
+    cfg = replace(cfg, conv_kernel=conv_kernel)
     if mixer in LOCALISATION:
-        model = LanguageModel(replace(cfg, mixer="ema"), block=lambda c: TraceReaderBlock(c, mixer.endswith("history")))
-    else:
-        model = LanguageModel(replace(cfg, mixer=mixer))
-    if conv_kernel:
-        for block in model.blocks:
-            if hasattr(block, "attn"):
-                block.attn = nn.Sequential(ShortConv(cfg.d_model, conv_kernel), block.attn)
-            else:
-                block.traces = nn.Sequential(ShortConv(cfg.d_model, conv_kernel), block.traces)
-    return model
+        return LanguageModel(replace(cfg, mixer="ema"), block=lambda c: TraceReaderBlock(c, mixer.endswith("history")))
+    return LanguageModel(replace(cfg, mixer=mixer))
 
 
 def mixer_state_floats(mixer: str, cfg: ModelConfig) -> int:

@@ -60,15 +60,17 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from data.common import gpt2_encoding, load_tokens
-from mixers import LearnedTraces, LinearAttention, SelectiveTraces
+from mixers import MATRIX_MIXERS, TRACE_MIXERS, ShortConv
 from plumbing import (RunFolder, StopOnSignal, agree_across_ranks, check_ranges, check_same_settings,
                       compiled_or_eager, init_distributed, load_checkpoint, lr_at, make_optimizer, peak_bf16_flops,
                       pick_device, restore_training_state, run_info, save_checkpoint, training_state, write_json_atomic)
 
 ROOT = Path(__file__).resolve().parent
 ALPHAS = (0.5, 0.1, 0.02)  # paper, Figure 1: fast, medium, slow; constants, never learned
-SPEN_MIXERS = ("ema", "ema-learned", "selective")  # the SPEN block with three kinds of trace
-MIXERS = (*SPEN_MIXERS, "linattn", "gla", "attention")  # the last three: GPT-2's block with its attention
+SPEN_MIXERS = ("ema", *TRACE_MIXERS)  # vector states (traces): the SPEN block, unless --block gpt2
+MIXERS = (*SPEN_MIXERS, *MATRIX_MIXERS, "attention")  # matrix states and softmax attention: GPT-2's block
+BLOCKS = ("auto", "spen", "gpt2")  # auto: the SPEN block for SPEN_MIXERS, GPT-2's for the others
+DEPTH_MIXINGS = ("residual", "dwa", "dynamic")  # how block inputs sum the earlier blocks' updates (DepthMixing)
 
 # ----------------------------------------------------------------------------- model config
 
@@ -84,6 +86,15 @@ class ModelConfig:
     block_size: int = 1024  # context length; only softmax attention's position table depends on it
     mixer: str = "ema"  # one of MIXERS
     ffn: str = "sparse"  # "sparse" (top-k) or "dense"; either block, one factor at a time
+    block: str = "auto"  # one of BLOCKS: "gpt2" puts a vector state in GPT-2's block, so state form is one factor
+    conv_kernel: int = 0  # a short causal convolution in front of every mixer (Zoology); 0 = none, the paper's model
+    depth_mixing: str = "residual"  # one of DEPTH_MIXINGS; residual is the paper's (and GPT-2's) stream
+
+
+def block_kind(cfg) -> str:
+    """'spen' or 'gpt2': the block that the mixer sits in (cfg: a ModelConfig or the parsed flags)."""
+    auto = "spen" if cfg.mixer in SPEN_MIXERS else "gpt2"
+    return auto if cfg.block == "auto" else cfg.block
 
 
 # ----------------------------------------------------------------------------- model: the EMA scan
@@ -103,45 +114,88 @@ def ema_scan_reference(x: torch.Tensor, alphas: tuple) -> torch.Tensor:
 
 
 @torch.compiler.assume_constant_result
-def ema_decay_matrices(alphas: tuple, C: int, N: int, device: torch.device) -> tuple:
-    """The constant weights of ema_scan, in float32. torch.compile calls this once at trace time and
-    bakes the results into the graph as constants (tracing their construction instead trips an inductor
-    bug in torch 2.11 on CUDA, "The argument '-((0))' is not comparable")."""
+def ema_chunk_matrices(alphas: tuple, C: int, device: torch.device) -> tuple:
+    """The constant weights of ema_scan for chunks of C positions, in float32; they do not depend on T.
+        M       (C*S, K)  row (i, s): [a_s lam_s^(i-j) for j <= i, else 0 | lam_s^(i+1) in column C+s | zeros]
+        w_last  (S, C)    row C-1 of the first part: a chunk's own contribution to its last trace
+        r       (S,)      lam_s^C, the decay across one whole chunk
+    K = C + S rounded up to a multiple of 8, so that every row of M and of the matrix it multiplies starts
+    16-byte aligned in bf16 (an odd K = 67 sent cuBLAS to slow sm75 `align1` kernels on an H200). torch.compile
+    calls this once at trace time and bakes the results in as constants (building them inside the graph trips
+    an inductor bug in torch 2.11 on CUDA, "The argument '-((0))' is not comparable")."""
     S = len(alphas)
-    a = torch.tensor(alphas, dtype=torch.float32, device=device)  # (S,)
+    a = torch.tensor(alphas, dtype=torch.float64)
     lam = 1 - a
-    i = torch.arange(C, device=device, dtype=torch.float32)
+    i = torch.arange(C, dtype=torch.float64)
     dij = i[:, None] - i[None, :]  # (C, C): i - j
     W = a[:, None, None] * lam[:, None, None] ** dij.clamp(min=0) * (dij >= 0)  # (S, C, C)
-    n = torch.arange(N, device=device, dtype=torch.float32)
-    dnm = n[:, None] - 1 - n[None, :]  # (N, N): n - 1 - m
-    A = lam[:, None, None] ** (C * dnm.clamp(min=0)) * (dnm >= 0)  # (S, N, N)
-    M_in = W.permute(1, 0, 2).reshape(C * S, C)  # row (i, s), column j
-    M_carry = torch.diag_embed(lam[None, :] ** (i[:, None] + 1)).reshape(C * S, S)  # row (i, s), column s'
-    return W[:, -1, :].contiguous(), A, torch.cat([M_in, M_carry], 1)  # (S, C), (S, N, N), (C*S, C+S)
+    K = -(-(C + S) // 8) * 8
+    M = torch.zeros(C, S, K, dtype=torch.float64)
+    M[:, :, :C] = W.permute(1, 0, 2)
+    M[:, range(S), range(C, C + S)] = lam[None, :] ** (i[:, None] + 1)  # the carried state, decayed to position i
+    return (M.reshape(C * S, K).float().to(device), W[:, -1].float().to(device),
+            (lam ** C).float().to(device))
+
+
+def chunk_carries(own: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """carry_n = sum_{m < n} r^(n-1-m) own_m: the trace just before chunk n, from every earlier chunk's own
+    contribution. own: (B, N, S, D) float32, r: (S,). An inclusive scan by doubling (Hillis and Steele): after
+    the step with offset k each position holds the sum over its last 2k chunks, so log2(N) elementwise steps
+    suffice, with no (N, N) matrix and nothing that depends on N but the number of steps."""
+    N = own.shape[1]
+    r = r.view(1, 1, -1, 1)
+    k = 1
+    while k < N:
+        own = own + r * F.pad(own, (0, 0, 0, 0, k, 0))[:, :N]  # position n adds r^k times position n - k
+        r, k = r * r, 2 * k
+    return F.pad(own, (0, 0, 0, 0, 1, 0))[:, :N]  # exclusive: chunk n starts from the state after chunk n-1
+
+
+class EMAScan(torch.autograd.Function):
+    """h = chunked EMA of x, forward and backward each one aligned matrix product plus a scan over chunks.
+
+    Forward, per chunk n of C positions (x_n: (C, D)):
+        own_n   = w_last x_n                    each chunk's last trace, from a zero state  (B, N, S, D)
+        carry_n = sum_{m<n} r^(n-1-m) own_m     the trace entering chunk n (chunk_carries, float32)
+        h_n     = M [x_n; carry_n; 0]           all C x S traces of the chunk, rows (i, s)   (C*S, D)
+    The traces are linear in x with constant weights, so the backward needs nothing saved but the
+    constants: it is the adjoint, the same scan run backwards in time. With g_n = dL/dh_n:
+        [dx'_n; dcarry_n; 0] = M^T g_n          one matrix product whose extra rows are the carries' gradients
+        down_n  = sum_{m>n} r^(m-1-n) dcarry_m  chunk_carries on the chunks in reverse order
+        dx_n    = dx'_n + w_last^T down_n
+    Reads and writes: x once and h once forward, dh once and dx once backward, plus the small (B, N, S, D)
+    carries and the concatenation of x with them (about 1.5x the memory floor in bytes; README "Speed")."""
+
+    @staticmethod
+    def forward(ctx, xc: torch.Tensor, M: torch.Tensor, w_last: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        B, N, C, D = xc.shape
+        S, K = len(r), M.shape[1]
+        own = torch.einsum("sj,bnjd->bnsd", w_last.to(xc.dtype), xc)  # (B, N, S, D)
+        carry = chunk_carries(own.float(), r).to(xc.dtype)  # (B, N, S, D)
+        inp = torch.cat([xc, carry, xc.new_zeros(B, N, K - C - S, D)], 2)  # (B, N, K, D)
+        ctx.save_for_backward(M, w_last, r)
+        return M.to(xc.dtype) @ inp  # (B, N, C*S, D)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple:
+        M, w_last, r = ctx.saved_tensors
+        C, S = w_last.shape[1], len(r)
+        out = M.t().to(g.dtype) @ g  # (B, N, K, D)
+        down = chunk_carries(out[:, :, C:C + S].float().flip(1), r).flip(1)  # (B, N, S, D)
+        dx = out[:, :, :C] + torch.einsum("sj,bnsd->bnjd", w_last.to(g.dtype), down.to(g.dtype))
+        return dx, None, None, None
 
 
 def ema_scan(x: torch.Tensor, alphas: tuple, chunk_size: int = 64) -> torch.Tensor:
-    """The same traces as ema_scan_reference (ema_lm.py), in three matrix products, not T sequential steps.
-
-    Inside a chunk of C positions with carried state c (the trace just before the chunk):
-        h_i = sum_{j<=i} a lam^(i-j) x_j  +  lam^(i+1) c,        lam = 1 - a
-    1. each chunk's own contribution to its last trace: a weighted sum over the chunk;
-    2. the carry into chunk n: sum over earlier chunks m of lam^(C(n-1-m)) times their contribution;
-    3. one matmul per chunk whose input rows are the C inputs followed by the S carries and whose
-       output rows are ordered (position, trace), so the result is already (B, T, S, D).
-    Decay weights are built in float32; any T works (the tail is padded with zeros, which only
-    positions after T could see)."""
+    """The same traces as ema_scan_reference (ema_lm.py), computed chunk by chunk with matrix products (EMAScan).
+    x: (B, T, D) -> (B, T, S, D). Any T works: the tail is padded with zeros, which only positions after T
+    could see. Decay weights are float32 constants; the products run in x's dtype."""
     B, T, D = x.shape
     S, C = len(alphas), chunk_size
     N = -(-T // C)  # chunks
     if N * C != T:
         x = F.pad(x, (0, 0, 0, N * C - T))
-    xc = x.view(B, N, C, D)
-    w_last, A, M = ema_decay_matrices(tuple(alphas), C, N, x.device)
-    own = torch.einsum("sj,bnjd->bnsd", w_last.to(x.dtype), xc)  # (B, N, S, D)
-    carry = torch.einsum("snm,bmsd->bnsd", A.to(x.dtype), own)  # (B, N, S, D): trace before chunk n
-    h = M.to(x.dtype) @ torch.cat([xc, carry], 2)  # (B, N, C*S, D)
+    h = EMAScan.apply(x.view(B, N, C, D), *ema_chunk_matrices(tuple(alphas), C, x.device))  # (B, N, C*S, D)
     return h.view(B, N * C, S, D)[:, :T]  # (B, T, S, D)
 
 
@@ -150,6 +204,7 @@ def ema_scan(x: torch.Tensor, alphas: tuple, chunk_size: int = 64) -> torch.Tens
 
 class FixedTraces(nn.Module):
     """ema: the paper's three traces with constant alphas (ALPHAS); no parameters (d_model: the common signature)."""
+    S = len(ALPHAS)  # traces per channel
 
     def __init__(self, d_model: int):
         super().__init__()
@@ -158,12 +213,13 @@ class FixedTraces(nn.Module):
         return ema_scan(u, ALPHAS)
 
 
-TRACES = {"ema": FixedTraces, "ema-learned": LearnedTraces, "selective": SelectiveTraces}
+TRACES = {"ema": FixedTraces, **TRACE_MIXERS}  # vector states: (B, T, D) -> (B, T, S, D) traces
 
 
 class FFN(nn.Module):
     """D -> H -> D with GELU; "sparse" keeps only the top-k hidden pre-activations per token (paper:
-    6% active). The mask is computed densely: it models the paper's sparsity, not its speed."""
+    6% active). The mask is computed densely: it models the paper's sparsity, not its speed. The k-th largest
+    value comes from an unsorted top-k (the sort of a sorted one is wasted work: its minimum is the same)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -174,43 +230,49 @@ class FFN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.up(x)  # (B, T, H)
         if self.k:
-            kth = a.topk(self.k, dim=-1).values[..., -1:]  # (B, T, 1): the k-th largest
+            kth = a.topk(self.k, dim=-1, sorted=False).values.amin(-1, keepdim=True)  # (B, T, 1): the k-th largest
             a = a * (a >= kth)  # gelu(0) = 0, so masked units contribute nothing
         return self.down(F.gelu(a))
 
 
 class SPENBlock(nn.Module):
-    """Traces -> linear predictor -> prediction error -> context mix -> FFN -> residual. The traces are the
-    paper's fixed EMAs (mixer "ema"), learned constant decays or input-dependent ones; nothing else changes."""
+    """Traces -> linear predictor -> prediction error -> context mix -> FFN; returns the block's update to the
+    residual stream. The traces are the paper's fixed EMAs (mixer "ema") or another vector state (mixers.py);
+    nothing else changes. Both linear reads of the traces (the predictor's and the mix's) are one matrix
+    product over h_t; the predictor's output is then shifted one position, W_pred h_{t-1} = (W_pred h)_{t-1},
+    so no shifted copy of the S-times-wider traces is made."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        D, S = cfg.d_model, len(ALPHAS)
+        D = cfg.d_model
         self.traces = TRACES[cfg.mixer](D)  # first in reading order; "ema" has no parameters, so its init is unchanged
+        S = self.traces.S
         self.ln_in = nn.LayerNorm(D, bias=False)
         self.pred = nn.Linear(S * D, D, bias=False)
-        self.mix = nn.Linear((S + 1) * D, D, bias=False)
+        self.mix = nn.Linear((S + 1) * D, D, bias=False)  # [e_t; h_t] -> D
         self.ln_mix = nn.LayerNorm(D, bias=False)
         self.ffn = FFN(cfg)
+        self.conv = ShortConv(D, cfg.conv_kernel) if cfg.conv_kernel else nn.Identity()  # in front of the traces
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
         u = self.ln_in(x)
-        h = self.traces(u)  # (B, T, S, D): traces up to and including t
-        h_past = F.pad(h, (0, 0, 0, 0, 1, 0))[:, :T]  # (B, T, S, D): traces up to t-1, zeros at t=0
-        err = u - self.pred(h_past.flatten(2))  # (B, T, D): what the past did not predict
-        c = self.ln_mix(self.mix(torch.cat([err, h.flatten(2)], -1)))  # (B, T, D)
-        return x + self.ffn(c)
+        h = self.traces(self.conv(u)).flatten(2)  # (B, T, S*D): traces up to and including t
+        y = F.linear(h, torch.cat([self.pred.weight, self.mix.weight[:, D:]]))  # (B, T, 2D): W_pred h_t, W_mix,h h_t
+        pred = F.pad(y[..., :D], (0, 0, 1, 0))[:, :T]  # (B, T, D): W_pred h_{t-1}, zero at t = 0
+        err = u - pred  # (B, T, D): what the past did not predict
+        c = self.ln_mix(F.linear(err, self.mix.weight[:, :D]) + y[..., D:])  # W_mix [e_t; h_t]
+        return self.ffn(c)
 
 
 class CausalSelfAttention(nn.Module):
     """GPT-2's softmax attention: every earlier key and value is kept, and read by a query."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, d_model: int, n_head: int):
         super().__init__()
-        self.n_head = cfg.n_head
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
-        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.n_head = n_head
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.proj = nn.Linear(d_model, d_model, bias=False)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         B, T, D = u.shape
@@ -219,39 +281,101 @@ class CausalSelfAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(B, T, D))
 
 
+TOKEN_MIXERS = {"attention": CausalSelfAttention, **MATRIX_MIXERS}  # (d_model, n_head): (B, T, D) -> (B, T, D)
+
+
 class AttentionBlock(nn.Module):
-    """GPT-2's block: attention and an FFN, each pre-norm with its own residual. The attention is softmax
-    (mixer "attention") or linear with a matrix state (linattn, gla; mixers.py)."""
+    """GPT-2's block: a token mixer and an FFN, each pre-norm; returns the block's update to the residual
+    stream. The mixer is softmax attention (GPT-2), a matrix state (mixers.py), or with --block gpt2 a vector
+    state read by one linear map (TraceReadout)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         D = cfg.d_model
         self.ln_attn = nn.LayerNorm(D, bias=False)
-        self.attn = (CausalSelfAttention(cfg) if cfg.mixer == "attention"
-                     else LinearAttention(D, cfg.n_head, input_dependent=cfg.mixer == "gla"))
+        self.attn = (TOKEN_MIXERS[cfg.mixer](D, cfg.n_head) if cfg.mixer in TOKEN_MIXERS
+                     else TraceReadout(TRACES[cfg.mixer](D), D))
         self.ln_ffn = nn.LayerNorm(D, bias=False)
         self.ffn = FFN(cfg)
+        self.conv = ShortConv(D, cfg.conv_kernel) if cfg.conv_kernel else nn.Identity()  # in front of the mixer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_attn(x))
-        return x + self.ffn(self.ln_ffn(x))
+        a = self.attn(self.conv(self.ln_attn(x)))
+        return a + self.ffn(self.ln_ffn(x + a))
+
+
+# ----------------------------------------------------------------------------- model: variants for comparison
+
+
+class TraceReadout(nn.Module):
+    """A vector state in GPT-2's block (--block gpt2): its S traces per channel read by one linear map
+    S*D -> D where attention would be. With it, a trace mixer and a matrix mixer differ in the state alone,
+    not also in the block around it. Named proj, its map is initialised like attention's output map."""
+
+    def __init__(self, traces: nn.Module, d_model: int):
+        super().__init__()
+        self.traces = traces
+        self.proj = nn.Linear(traces.S * d_model, d_model, bias=False)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
+        return self.proj(self.traces(u).flatten(2))
+
+
+class DepthMixing(nn.Module):
+    """How block l's input is formed from the embedding d_0 and the earlier blocks' updates d_1 .. d_l (--depth-
+    mixing; the final LayerNorm's input is formed the same way, as l = L):
+        residual  x_l = d_0 + d_1 + ... + d_l                    every weight 1, fixed: the plain residual stream
+        dwa       x_l = sum_j w_lj d_j,  w_lj learned constants    DenseFormer's depth-weighted average
+        dynamic   x_l = sum_j w_lj(t) d_j,  w_l(t) = 1 + tanh(W_l LN(r_l(t)))   computed from the token's state,
+                  r_l = d_0 + ... + d_l its plain residual sum (hyper-connections' dynamic form; the depth
+                  analogue of selective decays)
+    Both start as the residual stream: w = 1 and W = 0, and the sums run in the residual's order, so a fresh
+    model computes exactly what residual computes. Parameters: dwa (L+1)(L+2)/2 - 1 weights (14 at L = 4),
+    dynamic D times as many (1,792 at L = 4, D = 128). DenseFormer weights the states x_j rather than the
+    updates d_j; a linear map of one is a linear map of the other, and all-ones on updates is its identity."""
+
+    def __init__(self, kind: str, n_layer: int, d_model: int):
+        super().__init__()
+        self.kind = kind
+        if kind == "dwa":  # 1-D, so the optimiser does not decay them towards zero
+            self.w = nn.ParameterList(nn.Parameter(torch.ones(n + 1)) for n in range(1, n_layer + 1))
+        elif kind == "dynamic":
+            self.w = nn.ModuleList(nn.Linear(d_model, n + 1, bias=False) for n in range(1, n_layer + 1))
+
+    def forward(self, parts: list, residual: torch.Tensor) -> torch.Tensor:
+        """parts: [d_0, ..., d_l], each (B, T, D); residual: their plain sum r_l. Returns x_l (B, T, D)."""
+        if self.kind == "residual":
+            return residual
+        n = len(parts) - 1  # the consumer: block n, or the final LayerNorm (n = L)
+        w = (self.w[n - 1] if self.kind == "dwa"  # (n+1,) or (B, T, n+1)
+             else 1 + torch.tanh(self.w[n - 1](F.layer_norm(residual, residual.shape[-1:]))))
+        x = w[..., :1] * parts[0]
+        for j in range(1, n + 1):  # the residual's order of additions
+            x = x + w[..., j:j + 1] * parts[j]
+        return x
 
 
 class LanguageModel(nn.Module):
     """Token embedding -> L blocks -> LayerNorm -> tied output head. The block is the SPEN block for the
-    trace mixers and GPT-2's block for the attention mixers. Only softmax attention gets a position
-    embedding: the traces' and the linear attentions' decays are their own sense of order. `block`, a
-    function of the config, replaces the mixer's own block (content_recall.py's trace readers)."""
+    trace mixers and GPT-2's block for the attention mixers (or for every mixer, with --block gpt2); each block
+    returns its update, and DepthMixing forms the next block's input from the updates (the residual stream by
+    default). Only softmax attention gets a position embedding: the traces' and the linear attentions' decays
+    are their own sense of order. `block`, a function of the config, replaces the mixer's own block
+    (content_recall.py's trace readers)."""
 
     def __init__(self, cfg: ModelConfig, block=None):
         super().__init__()
         if cfg.mixer not in MIXERS:
             raise ValueError(f"unknown mixer {cfg.mixer!r}; choose from {', '.join(MIXERS)}")
+        if cfg.block not in BLOCKS or (cfg.block == "spen" and cfg.mixer not in TRACES):
+            raise ValueError(f"block {cfg.block!r} with mixer {cfg.mixer!r}: choose auto or gpt2 (a token mixer "
+                             "has no traces for the SPEN block to predict from)")
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.block_size, cfg.d_model) if cfg.mixer == "attention" else None
-        block = block or (SPENBlock if cfg.mixer in SPEN_MIXERS else AttentionBlock)
+        block = block or (SPENBlock if block_kind(cfg) == "spen" else AttentionBlock)
         self.blocks = nn.ModuleList(block(cfg) for _ in range(cfg.n_layer))
+        self.depth = DepthMixing(cfg.depth_mixing, cfg.n_layer, cfg.d_model)
         self.ln_f = nn.LayerNorm(cfg.d_model, bias=False)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.head.weight = self.wte.weight  # tied embeddings (paper's parameter count assumes them)
@@ -259,6 +383,9 @@ class LanguageModel(nn.Module):
         for name, p in self.named_parameters():  # GPT-2: scale the projections into the residual stream
             if name.endswith(("ffn.down.weight", "proj.weight")):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        if cfg.depth_mixing == "dynamic":  # W = 0: a fresh model is the residual stream
+            for w in self.depth.w:
+                nn.init.zeros_(w.weight)
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -268,7 +395,9 @@ class LanguageModel(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # the tied matrix is counted once
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple:
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, states: list | None = None) -> tuple:
+        """Logits (B, T, V) and the mean loss if targets are given. A list passed as `states` receives the input
+        of every block and the final LayerNorm's input, L + 1 tensors (B, T, D) (the depth probe reads them)."""
         B, T = idx.shape
         x = self.wte(idx)  # (B, T, D)
         if self.wpe is not None:
@@ -276,8 +405,15 @@ class LanguageModel(nn.Module):
                 raise ValueError(f"sequence of {T} tokens exceeds the attention model's block size "
                                  f"{self.cfg.block_size}")
             x = x + self.wpe(torch.arange(T, device=idx.device))
+        parts, residual = [x], x  # the embedding and every block's update; their plain sum
         for block in self.blocks:
-            x = block(x)
+            if states is not None:
+                states.append(x)
+            parts.append(block(x))
+            residual = residual + parts[-1]
+            x = self.depth(parts, residual)  # the next block's input (residual: the plain sum itself)
+        if states is not None:
+            states.append(x)
         logits = self.head(self.ln_f(x))  # (B, T, V)
         loss = None
         if targets is not None:
@@ -475,10 +611,17 @@ def get_args(argv=None) -> argparse.Namespace:
     add = p.add_argument
     add("--preset", choices=sorted(PRESETS), default="small", help="model size and training budget")
     add("--mixer", choices=MIXERS, default="ema", help="how positions are mixed: traces or attention (docstring)")
-    add("--ffn", choices=["sparse", "dense"], default=None, help="default: sparse for the SPEN mixers, else dense")
+    add("--block", choices=BLOCKS, default="auto", help="the block around the mixer: auto (SPEN block for the trace "
+        "mixers, GPT-2's for the others) or gpt2 (a trace mixer read by one linear map in GPT-2's block)")
+    add("--conv-kernel", type=int, default=0, help="short causal convolution of this width in front of every mixer "
+        "(Zoology); 0 = none, the paper's model")
+    add("--depth-mixing", choices=DEPTH_MIXINGS, default="residual", help="how each block's input sums the earlier "
+        "blocks' updates (DepthMixing): the plain residual stream, learned constant weights, or input-dependent ones")
+    add("--ffn", choices=["sparse", "dense"], default=None, help="sparse in the SPEN block, dense in GPT-2's "
+        "(default: the block's)")
     add("--n-layer", type=int, default=None, help="blocks (overrides the preset)")
     add("--d-model", type=int, default=None, help="model width D (overrides the preset)")
-    add("--d-ffn", type=int, default=None, help="FFN hidden width H (default: 3D for the SPEN mixers, 4D otherwise)")
+    add("--d-ffn", type=int, default=None, help="FFN hidden width H (default: 3D in the SPEN block, 4D in GPT-2's)")
     add("--n-head", type=int, default=None, help="heads of attention, linattn and gla (overrides the preset)")
     add("--block-size", type=int, default=None, help="training context length T (overrides the preset)")
     add("--dataset", choices=DATASETS, default="ptb", help="training corpus (data/<name>/train.bin)")
@@ -509,12 +652,15 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--eval-only", action="store_true", help="score <out-dir>/ckpt.pt by token class into <out-dir>/eval.json")
     args = p.parse_args(argv)
     vars(args).update({k: v for k, v in PRESETS[args.preset].items() if getattr(args, k) is None})  # unset flags
-    args.ffn = args.ffn or ("sparse" if args.mixer in SPEN_MIXERS else "dense")
+    if args.block == "spen" and args.mixer not in SPEN_MIXERS:
+        p.error(f"--block spen --mixer {args.mixer}: the SPEN block needs a trace mixer ({', '.join(SPEN_MIXERS)})")
+    spen = block_kind(args) == "spen"
+    args.ffn = args.ffn or ("sparse" if spen else "dense")
     if args.d_ffn is None:
-        args.d_ffn = (3 if args.mixer in SPEN_MIXERS else 4) * args.d_model
+        args.d_ffn = (3 if spen else 4) * args.d_model
     check_ranges(p, args, positive=("n_layer", "d_model", "d_ffn", "n_head", "block_size", "max_steps", "batch_tokens",
                                     "micro_batch", "lr", "eval_interval", "checkpoint_interval", "sample_tokens"),
-                 non_negative=("steps_this_run", "warmup_steps", "weight_decay", "grad_clip"),
+                 non_negative=("steps_this_run", "warmup_steps", "weight_decay", "grad_clip", "conv_kernel"),
                  fraction=("min_lr_ratio",))
     args.eval_datasets = [d for d in args.eval_datasets.split(",") if d]
     if set(args.eval_datasets) - set(DATASETS):
@@ -533,6 +679,12 @@ def get_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def model_config(args: argparse.Namespace) -> ModelConfig:
+    """The model's fields from the parsed flags."""
+    return ModelConfig(**{f: getattr(args, f) for f in ("n_layer", "d_model", "d_ffn", "n_head", "block_size", "mixer",
+                                                        "ffn", "block", "conv_kernel", "depth_mixing")})
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -546,8 +698,7 @@ def main(argv=None) -> dict:
     out_dir = Path(args.out_dir)
     ckpt_path = out_dir / "ckpt.pt"
     torch.manual_seed(args.seed)
-    cfg = ModelConfig(n_layer=args.n_layer, d_model=args.d_model, d_ffn=args.d_ffn, n_head=args.n_head,
-                      block_size=args.block_size, mixer=args.mixer, ffn=args.ffn)
+    cfg = model_config(args)
     model = LanguageModel(cfg).to(device)
     if args.sample or args.eval_only:  # a checkpoint of another model is refused, with the fields that differ
         ckpt = load_checkpoint(ckpt_path, cfg)

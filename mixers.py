@@ -242,6 +242,30 @@ class LinearAttention(nn.Module):
         return self.proj(o.transpose(1, 2).reshape(B, T, D))
 
 
+# ----------------------------------------------------------------------------- short convolution
+
+
+class ShortConv(nn.Module):
+    """Causal depthwise convolution over the last `kernel` positions, put in front of a mixer (--conv-kernel;
+    Zoology gives every mixer one): any mixer then sees the previous token directly, so a value arrives already
+    bound to its key."""
+
+    def __init__(self, d_model: int, kernel: int):
+        super().__init__()
+        self.conv = nn.Conv1d(d_model, d_model, kernel, groups=d_model, padding=kernel - 1)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
+        return self.conv(u.transpose(1, 2))[..., :u.shape[1]].transpose(1, 2)
+
+
+# ----------------------------------------------------------------------------- the registry ema_lm.py builds from
+# Vector states map (B, T, D) to S traces per channel, (B, T, S, D), and carry S as an attribute; they sit in the
+# SPEN block (or, read by one linear map, in GPT-2's). Matrix states map (B, T, D) to (B, T, D) in GPT-2's block.
+TRACE_MIXERS = {"ema-learned": LearnedTraces, "selective": SelectiveTraces}  # (d_model) -> module
+MATRIX_MIXERS = {"linattn": lambda d_model, n_head: LinearAttention(d_model, n_head, input_dependent=False),
+                 "gla": lambda d_model, n_head: LinearAttention(d_model, n_head, input_dependent=True)}
+
+
 def state_floats(mixer: str, d_model: int, n_head: int, T: int) -> int:
     """Numbers the mixer keeps about the past, per block, after T tokens (Zoology's "state size")."""
     if mixer in ("ema", "ema-learned", "selective"):

@@ -7,6 +7,7 @@ import torch
 
 import content_recall as R
 import ema_lm as E
+from mixers import ShortConv
 
 TINY = ["--widths", "16", "--lengths", "32", "--kv-pairs", "4", "--vocab", "64", "--steps", "3", "--batch", "4",
         "--lrs", "1e-3", "--n-test", "8", "--n-val", "8", "--seeds", "0", "--workers", "1", "--device", "cpu",
@@ -172,9 +173,8 @@ def test_localisation_rows_change_only_the_predictor_of_the_spen_block():
 def test_short_convolution_sits_in_front_of_every_mixer_and_is_causal():
     for mixer in R.MIXERS:
         block = R.build_model(mixer, tiny_config(), conv_kernel=3).blocks[0]
-        mixer_module = block.attn if hasattr(block, "attn") else block.traces
-        assert isinstance(mixer_module[0], R.ShortConv), mixer
-    conv = R.ShortConv(4, 3)
+        assert isinstance(block.conv, ShortConv), mixer
+    conv = ShortConv(4, 3)
     x = torch.randn(1, 10, 4)
     y = x.clone()
     y[0, 6] += 1.0

@@ -16,9 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 COPIES = {
     "ablation_attention.py": {"ema_lm.py": [
         "ROOT", "ALPHAS", "DATASETS", "EVAL_SPLIT", "get_tokens", "get_batch", "val_windows",
-        "ema_decay_matrices", "ema_scan", "FFN", "CausalSelfAttention", "token_losses", "evaluate"]},
+        "ema_chunk_matrices", "chunk_carries", "EMAScan", "ema_scan", "FFN", "CausalSelfAttention", "token_losses",
+        "evaluate"]},
     "hebbian_roles.py": {
-        "ema_lm.py": ["ALPHAS", "ema_decay_matrices", "ema_scan"],
+        "ema_lm.py": ["ALPHAS", "ema_chunk_matrices", "chunk_carries", "EMAScan", "ema_scan"],
         "bigru_baseline.py": ["REPO", "SPLITS", "EVAL_SPLITS", "REGENERATE", "read_role_file", "load_role_data",
                               "structure_dependent", "flatten_split", "summarise_seeds"]},
 }
@@ -34,6 +35,8 @@ DIVERGENCES = {
     ("hebbian_roles.py", "encode"): "token ids for the Hebbian network (the BiGRU pads and batches its own)",
     ("content_recall.py", "MIXERS"): "ema_lm.py's mixers plus the two localisation rows",
     ("content_recall.py", "PRESETS"): "sweep presets, not model presets",
+    ("ablation_attention.py", "model_config"): "the config of one ablation row, not of ema_lm.py's flags",
+    ("content_recall.py", "model_config"): "the config of one MQAR run (width, length), not of ema_lm.py's flags",
 }
 OWN = {"main", "get_args", "parse_args", "ROOT"}  # every script's own command line and folder
 

@@ -68,7 +68,7 @@ def test_sparse_ffn_keeps_the_top_six_percent_of_each_token():
 
 def test_causal_self_attention_matches_an_explicit_softmax():
     torch.manual_seed(0)
-    attn = E.CausalSelfAttention(E.ModelConfig(d_model=16, n_head=4))
+    attn = E.CausalSelfAttention(16, 4)
     u = torch.randn(2, 7, 16)
     q, k, v = attn.qkv(u).split(16, -1)
     y = torch.zeros(2, 7, 16)
