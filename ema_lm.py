@@ -44,6 +44,7 @@ V vocabulary, L blocks. a_s = alpha (weight of the new input), 1 - a_s = the dec
 """
 # ----------------------------------------------------------------------------- imports
 import argparse
+import copy
 import json
 import math
 import os
@@ -651,6 +652,7 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--sample-tokens", type=int, default=50, help="tokens to generate with --sample")
     add("--eval-only", action="store_true", help="score <out-dir>/ckpt.pt by token class into <out-dir>/eval.json")
     args = p.parse_args(argv)
+    args.given = given_flags(p, argv)  # what the user wrote, for --sample and --eval-only
     vars(args).update({k: v for k, v in PRESETS[args.preset].items() if getattr(args, k) is None})  # unset flags
     if args.block == "spen" and args.mixer not in SPEN_MIXERS:
         p.error(f"--block spen --mixer {args.mixer}: the SPEN block needs a trace mixer ({', '.join(SPEN_MIXERS)})")
@@ -679,6 +681,33 @@ def get_args(argv=None) -> argparse.Namespace:
     return args
 
 
+# What --sample and --eval-only take from the run in --out-dir (its checkpoint's flags), not from the command line.
+RUN_SETTINGS = ("preset", "n_layer", "d_model", "d_ffn", "n_head", "block_size", "mixer", "ffn", "block",
+                "conv_kernel", "depth_mixing", "dataset", "eval_datasets", "eval_tokens")
+
+
+def given_flags(parser: argparse.ArgumentParser, argv) -> set:
+    """The dests of the flags written on the command line (a copy of the parser with every default suppressed)."""
+    quiet = copy.deepcopy(parser)
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(quiet.parse_args(argv)))
+
+
+def adopt_run_settings(args: argparse.Namespace, saved: dict, given: set) -> None:
+    """--sample and --eval-only read the model and data of the run in --out-dir, as nanoGPT's sample.py does: its
+    RUN_SETTINGS replace the command line's. A flag given explicitly that contradicts the run is refused, listing
+    every such flag; one that agrees, or a default, is fine."""
+    clash = [k for k in RUN_SETTINGS if k in given and k in saved and saved[k] != getattr(args, k)]
+    if clash:
+        listed = "; ".join(f"--{k.replace('_', '-')} {getattr(args, k)} (given) vs {saved[k]} (the run)" for k in clash)
+        raise SystemExit(f"{args.out_dir} holds another model or data than the flags say: {listed}. --sample and "
+                         "--eval-only take these from the run: drop those flags, or point --out-dir at another run.")
+    for k in RUN_SETTINGS:
+        if k in saved:  # a checkpoint older than a flag keeps that flag's default
+            setattr(args, k, saved[k])
+
+
 def model_config(args: argparse.Namespace) -> ModelConfig:
     """The model's fields from the parsed flags."""
     return ModelConfig(**{f: getattr(args, f) for f in ("n_layer", "d_model", "d_ffn", "n_head", "block_size", "mixer",
@@ -690,6 +719,7 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
 
 def main(argv=None) -> dict:
     args = get_args(argv)
+    given = vars(args).pop("given")  # not a setting of the run, so not recorded with it
     device = pick_device(args.device)
     rank, world = init_distributed(device)  # (0, 1) unless torchrun started several processes
     compile_model = args.compile if args.compile is not None else device == "cuda"
@@ -698,13 +728,15 @@ def main(argv=None) -> dict:
     out_dir = Path(args.out_dir)
     ckpt_path = out_dir / "ckpt.pt"
     torch.manual_seed(args.seed)
-    cfg = model_config(args)
+    if args.sample or args.eval_only:  # the run's own model and data, from its checkpoint
+        ckpt = load_checkpoint(ckpt_path)
+        adopt_run_settings(args, ckpt["args"], given)
+        cfg = ModelConfig(**ckpt["model_config"])
+    else:
+        cfg = model_config(args)
     model = LanguageModel(cfg).to(device)
-    if args.sample or args.eval_only:  # a checkpoint of another model is refused, with the fields that differ
-        ckpt = load_checkpoint(ckpt_path, cfg)
+    if args.sample or args.eval_only:
         model.load_state_dict(ckpt["model"])
-        for k in ("dataset", "eval_datasets", "eval_tokens"):  # score the data the run was trained and scored on
-            setattr(args, k, ckpt["args"][k])
 
     if args.sample:
         enc = gpt2_encoding()

@@ -1,4 +1,6 @@
 """ema_lm.py across depth: DepthMixing (residual, dwa, dynamic) and the depth probe."""
+import json
+
 import pytest
 import torch
 
@@ -51,3 +53,33 @@ def test_depth_mixing_parameter_counts(L):
     assert depth_model("ema", "dwa", n_layer=L).num_params() - base == n_weights
     assert depth_model("ema", "dynamic", n_layer=L).num_params() - base == 32 * n_weights
     assert n_weights == {3: 9, 4: 14}[L]
+
+
+def test_ridge_probe_reads_a_decodable_state_and_not_noise():
+    import depth_probe as P
+    gen = torch.Generator().manual_seed(0)
+    y_fit, y_val = torch.randint(0, 20, (2000,), generator=gen), torch.randint(0, 20, (500,), generator=gen)
+    codes = torch.randn(20, 8, generator=gen, dtype=torch.float64)  # a state that names its token
+    classes = torch.arange(10)  # only tokens 0..9 are probed and scored
+    assert P.ridge_probe(codes[y_fit], y_fit, codes[y_val], y_val, classes) == 1.0
+    noise = torch.randn(2500, 8, generator=gen, dtype=torch.float64)
+    assert P.ridge_probe(noise[:2000], y_fit, noise[2000:], y_val, classes) < 0.25  # chance is about 0.1
+
+
+def test_lagged_pairs_each_state_with_the_token_lag_positions_back():
+    import depth_probe as P
+    windows = torch.arange(12).view(2, 6)  # token ids equal their positions
+    states = windows[None, :, :, None].double().expand(3, 2, 6, 4)  # (L + 1, n, T, D): the state holds t
+    x, y = P.lagged(states, windows, 2)
+    assert x.shape == (3, 8, 4) and torch.equal(x[0, :, 0].long() - 2, y), "the state at t, the token at t - 2"
+
+
+def test_probe_run_on_a_tiny_run(tmp_path, lm_argv, monkeypatch):
+    import depth_probe as P
+    monkeypatch.setattr(P, "N_WINDOWS", 8)
+    E.main(lm_argv + ["--max-steps", "2", "--depth-mixing", "dwa", "--out-dir", str(tmp_path / "run")])
+    out = P.main([str(tmp_path / "run"), "--figure", str(tmp_path / "fig.png")])
+    (row,) = out["rows"]
+    assert (row["mixer"], row["depth_mixing"]) == ("ema", "dwa") and len(row["curve_lag0"]) == 2 + 1
+    probe = json.loads((tmp_path / "run" / "depth_probe.json").read_text())
+    assert all(0 <= a <= 1 for v in probe["accuracy"].values() for a in v) and (tmp_path / "fig.png").exists()

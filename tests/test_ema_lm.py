@@ -89,11 +89,34 @@ def test_learning_rate_schedule_end_points():
     assert E.lr_at(10 * steps, lr, warmup, steps, 0.1) == pytest.approx(0.1 * lr), "flat after max_steps"
 
 
-def test_sample_continues_the_prompt_from_a_checkpoint(tmp_path, lm_argv):
-    E.main(lm_argv + ["--max-steps", "2", "--out-dir", str(tmp_path)])
-    out = E.main(lm_argv + ["--sample", "--prompt", "the company said", "--sample-tokens", "5", "--out-dir",
-                            str(tmp_path)])
+@pytest.fixture(scope="module")
+def odd_run(tmp_path_factory):
+    """A finished tiny run whose model flags all differ from the defaults (issue 22: a run folder is enough)."""
+    out = tmp_path_factory.mktemp("odd")
+    E.main(["--mixer", "attention", "--n-layer", "1", "--d-model", "48", "--n-head", "3", "--block-size", "24",
+            "--depth-mixing", "dwa", "--micro-batch", "2", "--batch-tokens", "48", "--warmup-steps", "1",
+            "--eval-tokens", "96", "--max-steps", "2", "--device", "cpu", "--out-dir", str(out)])
+    return out
+
+
+def test_sample_and_eval_only_need_only_the_run_folder(odd_run):
+    out = E.main(["--sample", "--prompt", "the company said", "--sample-tokens", "5", "--device", "cpu",
+                  "--out-dir", str(odd_run)])
     assert out["sample"].startswith("the company said") and len(out["sample"]) > len("the company said")
+    scores = E.main(["--eval-only", "--device", "cpu", "--out-dir", str(odd_run)])
+    assert scores["classes"]["all"]["count"] == 96 and scores["step"] == 2, "the run's own data and checkpoint"
+    agreeing = E.main(["--eval-only", "--n-layer", "1", "--mixer", "attention", "--device", "cpu", "--out-dir",
+                       str(odd_run)])
+    assert agreeing["val_loss"] == scores["val_loss"]
+
+
+def test_sample_refuses_flags_that_contradict_the_run(odd_run):
+    with pytest.raises(SystemExit) as err:
+        E.main(["--sample", "--n-layer", "3", "--d-model", "48", "--mixer", "ema", "--device", "cpu",
+                "--out-dir", str(odd_run)])
+    msg = str(err.value)
+    assert "--n-layer 3 (given) vs 1 (the run)" in msg and "--mixer ema (given) vs attention (the run)" in msg
+    assert "--d-model" not in msg, "a flag that agrees with the run is not listed"
 
 
 @pytest.mark.parametrize("mixer,low,high", [("ema", 126e6, 134e6), ("attention", 124e6 * 0.99, 124e6 * 1.01)])

@@ -138,5 +138,7 @@ def test_compare_takes_the_later_scores_and_refuses_a_partial_run(tmp_path):
 
 def test_eval_only_scores_the_data_the_run_was_trained_on(tmp_path):
     E.main(TINY + ["--out-dir", str(tmp_path), "--eval-tokens", "512"])
-    out = E.main(TINY + ["--out-dir", str(tmp_path), "--eval-only", "--eval-tokens", "2048"])  # a stray flag
+    out = E.main(["--out-dir", str(tmp_path), "--eval-only", "--device", "cpu"])  # the run folder is enough
     assert out["classes"]["all"]["count"] == 512
+    with pytest.raises(SystemExit, match="--eval-tokens 2048 .given. vs 512 .the run."):
+        E.main(["--out-dir", str(tmp_path), "--eval-only", "--eval-tokens", "2048"])  # contradicts the run
