@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 COPIES = {
     "ablation_attention.py": {"ema_lm.py": [
         "ROOT", "ALPHAS", "DATASETS", "EVAL_SPLIT", "get_tokens", "get_batch", "val_windows",
-        "ema_decay_matrices", "ema_scan", "FFN", "CausalSelfAttention", "token_losses", "evaluate"]},
+        "ema_decay_matrices", "ema_scan", "FFN", "CausalSelfAttention", "token_losses", "evaluate", "OUT_OF_MEMORY"]},
     "hebbian_roles.py": {
         "ema_lm.py": ["ALPHAS", "ema_decay_matrices", "ema_scan"],
         "bigru_baseline.py": ["REPO", "SPLITS", "EVAL_SPLITS", "REGENERATE", "read_role_file", "load_role_data",
