@@ -375,11 +375,22 @@ class ShortDownload(OSError):
     """The connection closed before the server's Content-Length was read."""
 
 
+def _worth_retrying(err: BaseException) -> bool:
+    """A dropped or refused connection, a timeout, a server error (5xx) or 429 Too Many Requests may pass; a
+    missing file, a client error (404, 401), a name that does not resolve (no network) or a local disk error
+    will not."""
+    if isinstance(err, urllib.error.HTTPError):
+        return err.code >= 500 or err.code == 429
+    if isinstance(err, urllib.error.URLError):
+        err = err.reason if isinstance(err.reason, BaseException) else err
+    return isinstance(err, (ShortDownload, ConnectionError, TimeoutError, http.client.HTTPException))
+
+
 def download_file(url: str, dest: Path | str, attempts: int = 4, backoff: float = 2.0) -> Path:
     """Download `url` to `dest` (kept if it already exists) with a progress bar. The file appears under `dest`
     only whole: written to a temporary file beside it, its byte count checked against the server's
-    Content-Length, then renamed. A dropped connection, a timeout or a server error (5xx) is retried, up to
-    `attempts` tries in all, after backoff, 2 x backoff, ... seconds; a client error (404, 401) is not."""
+    Content-Length, then renamed. A dropped connection, a timeout or a server error is retried, up to `attempts`
+    tries in all, after backoff, 2 x backoff, ... seconds; what will not pass by waiting is not (_worth_retrying)."""
     dest = Path(dest)
     if dest.exists():
         return dest
@@ -408,8 +419,7 @@ def download_file(url: str, dest: Path | str, attempts: int = 4, backoff: float 
                 os.replace(tmp, dest)  # before closing: the lock marks the file as in use till then
             return dest
         except (OSError, http.client.HTTPException) as e:  # URLError and HTTPError are OSErrors
-            client_error = isinstance(e, urllib.error.HTTPError) and e.code < 500
-            if client_error or attempt == attempts:
+            if not _worth_retrying(e) or attempt == attempts:
                 raise RuntimeError(f"could not download {url} ({attempt} attempt(s); {type(e).__name__}: {e}). "
                                    "Without internet access, download the file elsewhere and pass its folder with "
                                    "--local-files DIR") from e

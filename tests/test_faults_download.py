@@ -74,6 +74,12 @@ def test_a_client_error_is_not_retried(server, tmp_path):
     assert server.requests == 1 and not list(tmp_path.iterdir())
 
 
+def test_a_missing_local_file_is_not_retried(tmp_path, capsys):
+    with pytest.raises(RuntimeError, match=r"\(1 attempt\(s\); URLError"):
+        common.download_file((tmp_path / "absent").as_uri(), tmp_path / "x.bin", attempts=3, backoff=30)
+    assert "retrying" not in capsys.readouterr().err
+
+
 def test_a_refused_connection_is_retried_then_explained(tmp_path):
     srv = Server(0)
     port = srv.server_address[1]
