@@ -70,8 +70,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data.roles.prepare import prepare as prepare_roles
-from plumbing import (RunFolder, StopOnSignal, check_ranges, check_same_settings, command_line, keep_records,
-                      pick_device, read_json, run_info, save_checkpoint, write_json_atomic)
+from plumbing import (RunFolder, StopOnSignal, check_ranges, command_line, finished_parts, keep_records, pick_device,
+                      run_info, save_checkpoint, write_json_atomic)
 
 REPO = Path(__file__).resolve().parent
 
@@ -374,14 +374,8 @@ def main(argv: list[str] | None = None) -> dict:
     # What an earlier run left; seed<N>.json (tuning: dev_seed<N>.json) marks a finished seed, which --resume keeps.
     prefix = "dev_" if args.dev_only else ""
     protected = (f"results{suffix}.json", f"metrics{suffix}.jsonl", f"{prefix}seed*.json", "seed*.pt")
-    kept = {}
-    for seed in seeds if args.resume else ():  # checked before anything is trained
-        part = out_dir / f"{prefix}seed{seed}.json"
-        if part.exists():
-            saved = read_json(part, f"delete it to train seed {seed} again")
-            check_same_settings(saved["args"], vars(args), ignore=("seeds", "quiet"), source=part.name,
-                                has_allow_flag=False)
-            kept[seed] = saved["result"]
+    kept = finished_parts({s: out_dir / f"{prefix}seed{s}.json" for s in seeds}, args, ("seeds", "quiet")) \
+        if args.resume else {}  # checked before anything is trained
     per_seed = []
 
     def stopped() -> str:

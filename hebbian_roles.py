@@ -62,7 +62,7 @@ from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
 from data.roles.prepare import prepare as prepare_roles
-from plumbing import (RunFolder, StopOnSignal, check_ranges, check_same_settings, command_line, read_json, run_info,
+from plumbing import (RunFolder, StopOnSignal, check_ranges, command_line, finished_parts, read_json, run_info,
                       write_json_atomic)
 
 REPO = Path(__file__).resolve().parent
@@ -650,21 +650,21 @@ def table(res: dict) -> str:
 
 
 def bigru_summary(path: str, meta: dict, dev_only: bool) -> dict | None:
-    """The BiGRU's summary for the ratios, checked before any training: a file that is not the BiGRU's
-    results on this very benchmark (same files, by sha256) for these splits is refused; no file, None."""
-    fix = "make it with `python bigru_baseline.py` on the same --data-dir, or point --bigru-results at its results.json"
+    """The BiGRU's summary for the ratios (None: no file), checked before any training."""
     if not Path(path).exists():
         print(f"{path} not found: no BiGRU columns; make them with `python bigru_baseline.py`")
         return None
-    bg = read_json(path, fix)
+    bg = read_json(path, fix := "make it with `python bigru_baseline.py` on the same --data-dir, or point "
+                               "--bigru-results at its results.json")
     if not isinstance(bg, dict) or bg.get("script") != "bigru_baseline.py" or "summary" not in bg:
-        raise SystemExit(f"--bigru-results {path} is not the results.json of bigru_baseline.py; {fix}")
-    if bg.get("dev_only") and not dev_only:
-        raise SystemExit(f"--bigru-results {path} holds a tuning run's dev_a scores only (--dev-only); {fix}")
-    if bg.get("data", {}).get("files") != meta["files"]:
-        raise SystemExit(f"--bigru-results {path}: the BiGRU was trained and scored on other benchmark files than "
-                         f"these (meta.json's sha256 differ); {fix}")
-    return bg["summary"]
+        fault = "it is not the results.json of bigru_baseline.py"
+    elif bg.get("dev_only") and not dev_only:
+        fault = "it holds a tuning run's dev_a scores only (--dev-only)"
+    elif bg.get("data", {}).get("files") != meta["files"]:
+        fault = "the BiGRU was trained and scored on other benchmark files (meta.json's sha256 differ)"
+    else:
+        return bg["summary"]
+    raise SystemExit(f"--bigru-results {path}: {fault}; {fix}")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -678,14 +678,8 @@ def main(argv: list[str] | None = None) -> dict:
     variants = {"hebbian": cfg, **{a: replace(cfg, **ABLATIONS[a]) for a in args.ablations if a != "none"}}
     env, out_variants = run_info("cpu"), {}
     part = {(n, s): out_dir / f"seeds{suffix}" / f"{n}-s{s}.json" for n in variants for s in seeds}  # a finished run
-    kept = {}
-    for key, path in part.items() if args.resume else ():  # checked before anything is trained
-        if path.exists():
-            saved = read_json(path, f"delete it to run {key[0]} seed {key[1]} again")
-            check_same_settings(saved["args"], vars(args), ignore=("seeds", "ablations", "quiet", "bigru_results"),
-                                source=str(path.relative_to(out_dir)), has_allow_flag=False)
-            kept[key] = saved["result"]
-    done = list(kept)
+    kept = finished_parts(part, args, ("seeds", "ablations", "quiet", "bigru_results")) if args.resume else {}
+    done = list(kept)  # checked before anything is trained
 
     def stopped() -> str:
         if not done:
