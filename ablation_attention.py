@@ -78,9 +78,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data.common import load_tokens
-from plumbing import (RunFolder, StopOnSignal, check_ranges, check_same_settings, cut_metrics,
-                      load_checkpoint, lr_at, make_optimizer, pick_device, restore_training_state, run_info,
-                      save_checkpoint, training_state, write_json_atomic)
+from plumbing import (RunFolder, StopOnSignal, check_fits, check_ranges, check_same_settings, command_line,
+                      cut_metrics, load_checkpoint, lr_at, make_optimizer, pick_device, read_json,
+                      restore_training_state, run_info, save_checkpoint, training_state, write_json_atomic)
 
 ROOT = Path(__file__).resolve().parent
 ALPHAS = (0.5, 0.1, 0.02)  # paper, Figure 1: fast, medium, slow; constants, never learned
@@ -503,7 +503,7 @@ def train_run(args, row: str, seed: int, data: dict, device: str, bar: tqdm, sto
     ckpt_path, final_path = out_dir / "ckpt.pt", out_dir / "final.json"
     if args.resume and final_path.exists():
         bar.update(args.max_steps)
-        return json.loads(final_path.read_text())
+        return read_json(final_path, f"delete it to train {row} seed {seed} again")
     compile_model = args.compile if args.compile is not None else device == "cuda"
     use_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
@@ -560,7 +560,9 @@ def train_run(args, row: str, seed: int, data: dict, device: str, bar: tqdm, sto
         signum = stop.signum  # read once, so that a checkpoint is written whenever we stop
         if (step % args.checkpoint_interval == 0 and step < args.max_steps) or signum:
             save_checkpoint(ckpt_path, training_state(model, optimizer, gen, step=step, tokens_seen=tokens_seen,
-                                                      seconds=seconds, model_config=asdict(cfg), args=vars(args)))
+                                                      seconds=seconds, model_config=asdict(cfg), args=vars(args)),
+                            probe=lambda: evaluate(model, data["val"][:args.micro_batch * cfg.block_size + 1],
+                                                   cfg.block_size, args.micro_batch, device, autocast))
         bar.set_postfix(post)
         bar.update()
         log.write(json.dumps(record) + "\n")
@@ -646,8 +648,7 @@ def get_args(argv=None) -> argparse.Namespace:
         args.seeds = [int(s) for s in args.seeds.split(",") if s]
     except ValueError:
         p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    if not args.seeds or not args.predictors:
-        p.error(f"--seeds {args.seeds} and --predictors {args.predictors}: give at least one of each")
+    check_ranges(p, args, non_negative=("seeds",), nonempty=("predictors",))
     check_ranges(p, args, positive=("n_layer", "d_model", "n_head", "n_pred_head", "block_size", "max_steps",
                                     "batch_tokens", "micro_batch", "lr", "eval_interval", "checkpoint_interval",
                                     "eval_tokens"),
@@ -675,27 +676,46 @@ def model_config(args, row: str) -> ModelConfig:
                        n_pred_head=args.n_pred_head)
 
 
+OUT_OF_MEMORY = ("lower --micro-batch (--batch-tokens, the tokens per step, stays: more micro-batches are "
+                 "accumulated), or --block-size or the model's size")
+
 # ----------------------------------------------------------------------------- main
 
 
 def main(argv=None) -> dict:
     args = get_args(argv)
     device = pick_device(args.device)
+    check_fits(8 * args.micro_batch * args.block_size * ModelConfig.vocab_size, device, f"--micro-batch "
+               f"{args.micro_batch} x --block-size {args.block_size}: the logits and their gradient alone",
+               OUT_OF_MEMORY)
     out_dir = Path(args.out_dir)
     data = dict(train=get_tokens(args.dataset, "train"),
                 val=val_windows(get_tokens(args.dataset, EVAL_SPLIT[args.dataset]), args.block_size, args.eval_tokens))
     plan = [(row, seed) for seed in args.seeds for row in args.predictors]  # seed-major: every row early
     for row, seed in plan if args.resume else ():  # reused runs must be this run's; refuse before writing anything
-        saved = out_dir / f"{row}-s{seed}" / "config.json"
-        if saved.exists():
-            check_same_settings(json.loads(saved.read_text())["config"], vars(args), ignore=("predictors", "seeds"),
+        run_dir = out_dir / f"{row}-s{seed}"
+        if (run_dir / "config.json").exists():
+            saved = read_json(run_dir / "config.json", f"delete {run_dir} to train that run again")
+            check_same_settings(saved.get("config", {}), vars(args), ignore=("predictors", "seeds"),
                                 allow=args.allow_changed, source=f"{row}-s{seed}/config.json")
+        if (run_dir / "final.json").exists():
+            read_json(run_dir / "final.json", f"delete it to train {row} seed {seed} again")
+        elif (run_dir / "ckpt.pt").exists():
+            load_checkpoint(run_dir / "ckpt.pt", model_config(args, row))
     t0 = time.time()
     # A fresh ablation must not replace the results or runs of an earlier one (--resume reuses them).
     finished_work = ("results.json", "*/final.json", "*/ckpt.pt", "*/metrics.jsonl")
     with RunFolder(out_dir, args.resume, args.overwrite, finished_work), StopOnSignal() as stop, \
             tqdm(total=len(plan) * args.max_steps, desc="ablation", dynamic_ncols=True) as bar:
-        runs = [train_run(args, row, seed, data, device, bar, stop) for row, seed in plan]
+        runs = []
+        for row, seed in plan:
+            if stop.signum:  # it came during the previous run's final evaluation
+                bar.close()
+                stop.exit(f"stopped before {row} seed {seed}; the {len(runs)} finished runs are kept; add --resume "
+                          "to go on")
+            runs.append(train_run(args, row, seed, data, device, bar, stop))
+        stop.at_once(lambda: f"stopped after all {len(runs)} runs had finished (kept); add --resume to write "
+                             "results.json")
         bar.close()
         rows, verdict = summarise(runs)
         n_val = (len(data["val"]) - 1) // args.block_size * args.block_size
@@ -712,4 +732,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    command_line(main, out_of_memory=OUT_OF_MEMORY)

@@ -35,6 +35,7 @@ Commands.
   Paper's appendix lr:     OMP_NUM_THREADS=1 python bigru_baseline.py --lr 0.001 --out-dir runs/bigru_paper_lr
   Tuning:                  OMP_NUM_THREADS=1 python bigru_baseline.py --dev-only --seeds 0 --hidden-size 64 --lr 0.003
   GPU:                     python bigru_baseline.py --device cuda   (not yet run on a GPU)
+  After Ctrl-C:            the same command with --resume keeps the finished seeds and trains the others
   Tests:                   OMP_NUM_THREADS=1 python -m pytest -q tests/test_bigru.py tests/test_roles_data.py
 Results go to runs/bigru/results.json (per split, per seed, mean/std) and runs/bigru/metrics.jsonl.
 
@@ -69,7 +70,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data.roles.prepare import prepare as prepare_roles
-from plumbing import RunFolder, pick_device, run_info, save_checkpoint, write_json_atomic
+from plumbing import (RunFolder, StopOnSignal, check_ranges, command_line, finished_parts, keep_records, pick_device,
+                      run_info, save_checkpoint, write_json_atomic)
 
 REPO = Path(__file__).resolve().parent
 
@@ -322,7 +324,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="folder with the role benchmark; generated there by data/roles/prepare.py if missing")
     add("--out-dir", default=str(REPO / "runs" / "bigru"),
         help="where results.json, metrics.jsonl and the per-seed checkpoints are written")
-    add("--overwrite", action="store_true", help="replace the results of an earlier run in --out-dir")
+    fresh_or_not = ap.add_mutually_exclusive_group()
+    fresh_or_not.add_argument("--resume", action="store_true", help="keep the seeds an earlier run of these "
+                              "settings finished in --out-dir (seed<N>.json) and train the others")
+    fresh_or_not.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in "
+                              "--out-dir")
     add("--seeds", type=seed_list, default=[0, 1, 2], help="comma-separated model seeds (mean +- std)")
     add("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"),
         help="auto = cuda, then mps, then cpu")
@@ -343,6 +349,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"--max-train {args.max_train}: must be >= 0 (0 = all of train_a)")
     if args.grad_clip < 0:
         ap.error(f"--grad-clip {args.grad_clip}: must be >= 0 (0 = no clipping)")
+    check_ranges(ap, args, positive=("lr",), non_negative=("seeds", "grad_clip"))  # nan, inf, a seed twice
     return args
 
 
@@ -364,10 +371,24 @@ def main(argv: list[str] | None = None) -> dict:
     data = {s: encode(sentences[s], word_index, role_index) for s in SPLITS}
     flat = {s: flatten_split(sentences[s], meta) for s in splits}
     env = run_info(device.type)
-    protected = (f"results{suffix}.json", f"metrics{suffix}.jsonl", "seed*.pt")  # what an earlier run left
-    with RunFolder(out_dir, overwrite=args.overwrite, protected=protected):  # locked; no run over another's files
+    # What an earlier run left; seed<N>.json (tuning: dev_seed<N>.json) marks a finished seed, which --resume keeps.
+    prefix = "dev_" if args.dev_only else ""
+    protected = (f"results{suffix}.json", f"metrics{suffix}.jsonl", f"{prefix}seed*.json", "seed*.pt")
+    kept = finished_parts({s: out_dir / f"{prefix}seed{s}.json" for s in seeds}, args, ("seeds", "quiet")) \
+        if args.resume else {}  # checked before anything is trained
+    per_seed = []
+
+    def stopped() -> str:
+        done = [r["seed"] for r in per_seed]
+        return (f"stopped; seeds {done} are finished and kept in {out_dir} ({prefix}seed<N>.json); add --resume to "
+                "train the others" if done else "stopped before any seed had finished; add --resume to start again")
+    with RunFolder(out_dir, args.resume, args.overwrite, protected, metrics=f"metrics{suffix}.jsonl"), \
+            StopOnSignal(at_once=stopped):  # locked; no run over another's files; Ctrl-C keeps the finished seeds
         log_path = out_dir / f"metrics{suffix}.jsonl"
-        log_path.write_text(json.dumps({"config": asdict(cfg), "seeds": seeds, "args": vars(args), **env}) + "\n")
+        if args.resume:  # the epochs logged by a seed that was stopped go; it is trained and logged again
+            keep_records(log_path, lambda r: r.get("seed") in kept or "seed" not in r)
+        with open(log_path, "a" if args.resume else "w") as f:
+            f.write(json.dumps({"config": asdict(cfg), "seeds": seeds, "args": vars(args), **env}) + "\n")
 
         def log(row: dict) -> None:
             with open(log_path, "a") as f:
@@ -377,23 +398,26 @@ def main(argv: list[str] | None = None) -> dict:
             f = flat[split]
             return role_metrics(f["gold"], pred, f["sd"], meta["roles"], f["construction"])
 
-        per_seed = []
         for seed in seeds:
+            if seed in kept:
+                per_seed.append(kept[seed])
+                print(f"seed {seed}: kept from {out_dir / f'{prefix}seed{seed}.json'}")
+                continue
             model, info = train_one_seed(seed, cfg, meta, data, flat["dev_a"]["gold"], device, log, args.quiet)
             t_eval = time.time()
             result = {"seed": seed, **info}
             for split in splits:
                 result[split] = scores(split, predict(model, data[split], device)[0])
             result["eval_seconds"] = round(time.time() - t_eval, 2)
-            per_seed.append(result)
             log({"seed": seed, "final": {s: {"accuracy": result[s]["accuracy"],
                                              "structure_dependent_accuracy": result[s]["structure_dependent_accuracy"]}
                                          for s in splits}})
-            if args.dev_only:
-                continue
-            ckpt = {"model": model.state_dict(), "config": asdict(cfg), "vocabulary": meta["vocabulary"],
-                    "roles": meta["roles"], "seed": seed, "best_epoch": info["best_epoch"]}
-            save_checkpoint(out_dir / f"seed{seed}.pt", ckpt)
+            if not args.dev_only:
+                ckpt = {"model": model.state_dict(), "config": asdict(cfg), "vocabulary": meta["vocabulary"],
+                        "roles": meta["roles"], "seed": seed, "best_epoch": info["best_epoch"]}
+                save_checkpoint(out_dir / f"seed{seed}.pt", ckpt)
+            write_json_atomic(out_dir / f"{prefix}seed{seed}.json", {"args": vars(args), "result": result})
+            per_seed.append(result)
 
         results = {
             "script": "bigru_baseline.py", "model": "bigru", "config": asdict(cfg), "seeds": seeds,
@@ -418,4 +442,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    command_line(main, out_of_memory="lower --batch-size or --hidden-size")

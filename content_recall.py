@@ -83,8 +83,8 @@ import torch.nn.functional as F
 
 from ema_lm import ALPHAS, MIXERS as LM_MIXERS, LanguageModel, ModelConfig, SPENBlock
 from mixers import state_floats
-from plumbing import (RunFolder, StopOnSignal, lr_at, make_optimizer, pick_device, read_jsonl, run_info,
-                      write_json_atomic)
+from plumbing import (RunFolder, StopOnSignal, check_ranges, command_line, lr_at, make_optimizer, pick_device,
+                      read_jsonl, run_info, write_json_atomic)
 
 ROOT = Path(__file__).resolve().parent
 LOCALISATION = ("trace-attn-current", "trace-attn-history")
@@ -484,6 +484,10 @@ def get_args(argv=None) -> argparse.Namespace:
             p.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be a positive integer")
     if args.conv_kernel < 0 or not args.lrs or min(args.lrs) <= 0:
         p.error("--conv-kernel must be >= 0 and --lrs positive numbers")
+    check_ranges(p, args, positive=("lrs", "widths", "lengths", "grad_clip", *(("workers",) if args.workers is not None
+                                                                                 else ())),
+                 non_negative=("seeds", "weight_decay"), fraction=("min_lr_ratio", "early_stop"),
+                 nonempty=("mixers",))  # nan, inf, an empty or repeated list; --early-stop above 1 is never reached
     for flag in ("kv_pairs", "batch"):
         if len(getattr(args, flag)) == 1:
             setattr(args, flag, getattr(args, flag) * len(args.lengths))
@@ -571,4 +575,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    command_line(main, out_of_memory="lower --batch (sequences per step) or --widths, or run fewer --workers at once")

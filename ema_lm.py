@@ -62,9 +62,10 @@ from tqdm import tqdm
 
 from data.common import gpt2_encoding, load_tokens
 from mixers import MATRIX_MIXERS, TRACE_MIXERS, ShortConv
-from plumbing import (RunFolder, StopOnSignal, agree_across_ranks, check_ranges, check_same_settings,
-                      compiled_or_eager, init_distributed, load_checkpoint, lr_at, make_optimizer, peak_bf16_flops,
-                      pick_device, restore_training_state, run_info, save_checkpoint, training_state, write_json_atomic)
+from plumbing import (RunFolder, StopOnSignal, agree_across_ranks, check_fits, check_ranges, check_same_settings,
+                      command_line, compiled_or_eager, init_distributed, load_checkpoint, lr_at, make_optimizer,
+                      peak_bf16_flops, pick_device, restore_training_state, run_info, save_checkpoint,
+                      training_state, write_json_atomic)
 
 ROOT = Path(__file__).resolve().parent
 ALPHAS = (0.5, 0.1, 0.02)  # paper, Figure 1: fast, medium, slow; constants, never learned
@@ -714,6 +715,21 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
                                                         "ffn", "block", "conv_kernel", "depth_mixing")})
 
 
+OUT_OF_MEMORY = ("lower --micro-batch (--batch-tokens, the tokens per step, stays: more micro-batches are "
+                 "accumulated), or --block-size or the model's size")
+
+
+def earlier_resumes(path: Path) -> list:
+    """The resumes that config.json records. It is only a record (the checkpoint holds what --resume needs), so a
+    missing or damaged one is replaced, with a note in it and on the screen, rather than stopping the run."""
+    try:
+        return json.loads(path.read_text()).get("resumes", [])
+    except (OSError, ValueError, AttributeError) as err:  # AttributeError: JSON, but not an object
+        print(f"{path} is missing or damaged ({type(err).__name__}); the record of earlier resumes is lost and a new "
+              "config.json is written")
+        return [dict(step=None, changed={}, note="config.json was missing or damaged at this resume")]
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -721,6 +737,9 @@ def main(argv=None) -> dict:
     args = get_args(argv)
     given = vars(args).pop("given")  # not a setting of the run, so not recorded with it
     device = pick_device(args.device)
+    check_fits(8 * args.micro_batch * args.block_size * ModelConfig.vocab_size, device, f"--micro-batch "
+               f"{args.micro_batch} x --block-size {args.block_size}: the logits and their gradient alone",
+               OUT_OF_MEMORY)
     rank, world = init_distributed(device)  # (0, 1) unless torchrun started several processes
     compile_model = args.compile if args.compile is not None else device == "cuda"
     use_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
@@ -763,8 +782,9 @@ def main(argv=None) -> dict:
 
     if args.eval_only:
         with RunFolder(out_dir, resume=True):  # not into a folder that a training run is writing
-            result = dict(final_scores(), step=ckpt["step"], tokens_seen=ckpt["tokens_seen"], params=model.num_params())
-            write_json_atomic(out_dir / "eval.json", result)
+            result = dict(final_scores(), step=ckpt["step"], tokens_seen=ckpt["tokens_seen"], params=model.num_params(),
+                          max_steps=ckpt["args"]["max_steps"], partial=ckpt["step"] < ckpt["args"]["max_steps"])
+            write_json_atomic(out_dir / "eval.json", result)  # partial: an unfinished run's scores, marked as such
         print_scores(result, args.dataset)
         return result
     optimizer = make_optimizer(model, args.lr, args.weight_decay)
@@ -784,12 +804,16 @@ def main(argv=None) -> dict:
     peak_flops = (peak_bf16_flops(device) or 0) * world  # the card's peak, for MFU (model FLOPs utilisation)
     model_flops = flops_per_token(model)
     stop_at = min(args.max_steps, step + args.steps_this_run) if args.steps_this_run else args.max_steps
+    fixed_batch = val_sets[args.dataset][:args.micro_batch * cfg.block_size + 1]  # the checkpoints' health check
+
+    def probe_loss() -> float:
+        return evaluate(model, fixed_batch, cfg.block_size, args.micro_batch, device, autocast)
     # Process 0 alone holds the folder, evaluates, prints and writes; the others only train.
     with (RunFolder(out_dir, args.resume, args.overwrite) if rank == 0 else nullcontext() as run,
           StopOnSignal() as stop, tqdm(total=args.max_steps, initial=step, desc=cfg.mixer, disable=rank > 0) as bar):
         if rank == 0:
             run.cut_metrics(step)  # after a crash, the steps past the checkpoint are trained and logged again
-            earlier = json.loads((out_dir / "config.json").read_text()).get("resumes", []) if args.resume else []
+            earlier = earlier_resumes(out_dir / "config.json") if args.resume else []
             write_json_atomic(out_dir / "config.json", dict(  # every resume and what it changed is kept
                 config=vars(args), model_config=asdict(cfg), params=n_params, processes=world, **run_info(device),
                 resumes=earlier + [dict(step=step, changed=changed)] if args.resume else []))
@@ -830,7 +854,7 @@ def main(argv=None) -> dict:
                 if step % args.checkpoint_interval == 0 or step == stop_at or signum:
                     save_checkpoint(ckpt_path, training_state(model, optimizer, gen, step=step, seconds=seconds,
                                                               tokens_seen=tokens_seen, args=vars(args),
-                                                              model_config=asdict(cfg)))
+                                                              model_config=asdict(cfg)), probe=probe_loss)
                 bar.set_postfix(post)
                 bar.update()
                 run.log(record)
@@ -840,6 +864,8 @@ def main(argv=None) -> dict:
         bar.close()  # before the final scores' output
         if rank > 0:
             return dict(step=step, rank=rank)
+        stop.at_once(lambda: f"stopped during the final scoring; {ckpt_path} holds step {step}: add --resume to "
+                             "score it into final.json")
         result = dict(final_scores(), params=n_params, tokens_seen=tokens_seen, seconds=seconds, step=step,
                       max_steps=args.max_steps, partial=step < args.max_steps, device=device, processes=world)
         write_json_atomic(out_dir / "final.json", result)
@@ -848,4 +874,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    command_line(main, out_of_memory=OUT_OF_MEMORY)

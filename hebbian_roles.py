@@ -62,7 +62,8 @@ from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
 from data.roles.prepare import prepare as prepare_roles
-from plumbing import RunFolder, run_info, write_json_atomic
+from plumbing import (RunFolder, StopOnSignal, check_ranges, command_line, finished_parts, read_json, run_info,
+                      write_json_atomic)
 
 REPO = Path(__file__).resolve().parent
 ALPHAS = (0.5, 0.1, 0.02)  # paper, Figure 1: fast, medium, slow; constants, never learned
@@ -633,7 +634,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     add("--data-dir", default=str(REPO / "data" / "roles"), help="role benchmark (made by data/roles/prepare.py)")
     add("--out-dir", default=str(REPO / "runs" / "hebbian"), help="where results.json and metrics.jsonl go")
-    add("--overwrite", action="store_true", help="replace the results of an earlier run in --out-dir")
+    fresh_or_not = ap.add_mutually_exclusive_group()
+    fresh_or_not.add_argument("--resume", action="store_true", help="keep the (variant, seed) runs an earlier run of "
+                              "these settings finished in --out-dir (seeds/) and run the others")
+    fresh_or_not.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in "
+                              "--out-dir")
     add("--bigru-results", default=str(REPO / "runs" / "bigru" / "results.json"),
         help="BiGRU results for the ratios (make them: python bigru_baseline.py)")
     add("--seeds", type=listed(int, "--seeds", lambda s: s >= 0, "seeds are integers >= 0, e.g. 0,1,2"),
@@ -657,6 +662,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if not 0 <= args.w_prior < 1e3:
         ap.error(f"--w-prior {args.w_prior}: must lie in [0, 1000) (0 = no prior; the default is 1.0)")
+    check_ranges(ap, args, non_negative=("seeds",))  # a seed given twice would count twice in the mean
     return args
 
 
@@ -686,21 +692,54 @@ def table(res: dict) -> str:
                              for n, var in v.items()])
 
 
+def bigru_summary(path: str, meta: dict, dev_only: bool) -> dict | None:
+    """The BiGRU's summary for the ratios (None: no file), checked before any training."""
+    if not Path(path).exists():
+        print(f"{path} not found: no BiGRU columns; make them with `python bigru_baseline.py`")
+        return None
+    bg = read_json(path, fix := "make it with `python bigru_baseline.py` on the same --data-dir, or point "
+                               "--bigru-results at its results.json")
+    if not isinstance(bg, dict) or bg.get("script") != "bigru_baseline.py" or "summary" not in bg:
+        fault = "it is not the results.json of bigru_baseline.py"
+    elif bg.get("dev_only") and not dev_only:
+        fault = "it holds a tuning run's dev_a scores only (--dev-only)"
+    elif bg.get("data", {}).get("files") != meta["files"]:
+        fault = "the BiGRU was trained and scored on other benchmark files (meta.json's sha256 differ)"
+    else:
+        return bg["summary"]
+    raise SystemExit(f"--bigru-results {path}: {fault}; {fix}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     cfg, seeds, t_start = config_from_args(args), list(args.seeds), time.time()
     out_dir, suffix = Path(args.out_dir), "_dev" if args.dev_only else ""  # tuning runs write *_dev files
     meta, sentences = load_role_data(args.data_dir)
+    bg = bigru_summary(args.bigru_results, meta, args.dev_only)
     flat = {s: flatten_split(sentences[s], meta) for s in SPLITS}
     splits = ("dev_a",) if args.dev_only else EVAL_SPLITS  # tuning never computes a test-split state
     variants = {"hebbian": cfg, **{a: replace(cfg, **ABLATIONS[a]) for a in args.ablations if a != "none"}}
     env, out_variants = run_info("cpu"), {}
-    with RunFolder(out_dir, overwrite=args.overwrite, protected=(f"results{suffix}.json", f"metrics{suffix}.jsonl")), \
-            open(out_dir / f"metrics{suffix}.jsonl", "w", buffering=1) as log:  # line-buffered: rows land at once
+    part = {(n, s): out_dir / f"seeds{suffix}" / f"{n}-s{s}.json" for n in variants for s in seeds}  # a finished run
+    kept = finished_parts(part, args, ("seeds", "ablations", "quiet", "bigru_results")) if args.resume else {}
+    done = list(kept)  # checked before anything is trained
+
+    def stopped() -> str:
+        if not done:
+            return "stopped before any run had finished; add --resume to start again"
+        return (f"stopped; the {len(done)} finished (variant, seed) runs are kept in {out_dir / f'seeds{suffix}'}; "
+                "add --resume to run the others")
+    with RunFolder(out_dir, args.resume, args.overwrite, protected=(f"results{suffix}.json", f"metrics{suffix}.jsonl",
+                                                                    f"seeds{suffix}/*.json")), \
+            StopOnSignal(at_once=stopped), open(out_dir / f"metrics{suffix}.jsonl", "a" if args.resume else "w",
+                                                 buffering=1) as log:  # line-buffered: rows land at once
         log.write(json.dumps({"config": asdict(cfg), "seeds": seeds, "args": vars(args), **env}) + "\n")
         for name, vcfg in variants.items():
             per_seed = []
             for seed in seeds:
+                if (name, seed) in kept:
+                    per_seed.append(kept[name, seed])
+                    continue
                 t0 = time.time()  # (token_weighted retrains: training is deterministic and never reads it)
                 model, train_log = train(sentences["train_a"], meta["vocabulary"], vcfg, seed, args.quiet,
                                          f"{name} seed {seed}")
@@ -708,19 +747,19 @@ def main(argv: list[str] | None = None) -> dict:
                                         "seconds": round(time.time() - t0, 1)})
                 log.write(json.dumps({"variant": name, "seed": seed, "train_log": train_log,
                                       "final": {s: res[s][HEADLINE] for s in splits}}) + "\n")
+                write_json_atomic(part[name, seed], {"args": vars(args), "result": res})
+                done.append((name, seed))
             out_variants[name] = {"config": asdict(vcfg), "per_seed": per_seed,
                                   "summary": {s: summarise_seeds([r[s] for r in per_seed]) for s in splits}}
     res = {"script": "hebbian_roles.py", "config": asdict(cfg), "seeds": seeds, "headline_readout": HEADLINE,
            "dev_only": args.dev_only, "floors": floors(sentences, meta, flat, splits), "variants": out_variants,
            "env": env}
-    if Path(args.bigru_results).exists():
-        res["bigru_summary"] = bg = json.loads(Path(args.bigru_results).read_text())["summary"]
+    if bg is not None:
+        res["bigru_summary"] = bg
         h = out_variants["hebbian"]["summary"]
         res["ratio_to_bigru"] = {s: {n: {"accuracy": h[s][n]["accuracy"]["mean"] / bg[s]["accuracy"]["mean"],
                                          "sd": h[s][n]["sd"]["mean"] / bg[s]["structure_dependent_accuracy"]["mean"]}
                                      for n in READOUTS} for s in splits if s in bg}
-    else:
-        print(f"{args.bigru_results} not found: no BiGRU columns; make them with `python bigru_baseline.py`")
     res["wall_seconds"] = round(time.time() - t_start, 1)
     write_json_atomic(path := out_dir / f"results{suffix}.json", res)
     print(table(res))
@@ -729,4 +768,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    command_line(main, out_of_memory="lower --hidden")

@@ -21,12 +21,19 @@ A training script needs a few lines of it (ema_lm.py is the worked example; its 
             run.log(record)                      # one line of <out_dir>/metrics.jsonl
             if step % checkpoint_interval == 0 or stop.signum:
                 save_checkpoint(out_dir / "ckpt.pt", training_state(model, optimizer, gen, step=step,
-                                                                    args=vars(args)))  # atomic
-            if stop.signum:                      # Ctrl-C or SIGTERM during the step
+                                                                    args=vars(args)), probe=loss_on_fixed_batch)
+            if stop.signum:                      # Ctrl-C or SIGTERM during the step; atomic, only if good
                 stop.exit(f"stopped after step {step}; add --resume to go on")  # exit code 130 / 143
+        stop.at_once(lambda: "stopped during the final scoring; add --resume to score it")
+    ...
+    if __name__ == "__main__":
+        command_line(main, out_of_memory="lower --micro-batch")  # never a traceback for a fault that is no bug
 
 Every refusal is a SystemExit whose text names the file or flag, what was found and what to do: the
-script stops with that one paragraph and no traceback, and a test can catch it.
+script stops with that one paragraph and no traceback, and a test can catch it. command_line (data/common.py,
+re-exported here) gives everything else that is not a bug one paragraph and an exit status (EXIT_CODES): 1
+refused or failed, 2 a bad command line, 130 / 143 stopped by SIGINT / SIGTERM; an out-of-memory error, an
+OSError with a file name and a ValueError or RuntimeError raised on purpose by this repository's code.
 """
 import argparse
 import atexit
@@ -39,6 +46,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -48,7 +56,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from data.common import _mkstemp_beside, write_bytes_atomic, write_json_atomic  # noqa: F401  (re-exported)
+from data.common import (_mkstemp_beside, command_line, read_json, remove_stale_temporaries,  # noqa: F401
+                         run_command_line, write_bytes_atomic, write_json_atomic)  # (re-exported)
 
 ROOT = Path(__file__).resolve().parent
 
@@ -76,16 +85,48 @@ def pick_device(name: str) -> str:
 
 
 def check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace, positive: tuple = (),
-                 non_negative: tuple = (), fraction: tuple = ()) -> None:
+                 non_negative: tuple = (), fraction: tuple = (), nonempty: tuple = ()) -> None:
     """parser.error (exit 2, naming the flag, the value and the fix) for a value out of its range: positive
-    (> 0), non_negative (>= 0) or fraction (0..1). Names are the argparse dests ("max_steps")."""
+    (> 0), non_negative (>= 0) or fraction (0..1), all finite (nan and inf are refused). Names are the argparse
+    dests ("max_steps"). A list (a comma-separated flag, parsed) must be non-empty, hold no value twice (a
+    repeated seed or mixer would be counted twice in a mean) and have every value in range; `nonempty` names
+    lists of other things (names) that get only the first two checks."""
+    def flag(name: str) -> str:
+        return f"--{name.replace('_', '-')}"
+    for name in (*positive, *non_negative, *fraction, *nonempty):
+        value = getattr(args, name)
+        if isinstance(value, (list, tuple)):
+            if not value:
+                parser.error(f"{flag(name)} is empty: give at least one value")
+            twice = sorted({v for v in value if value.count(v) > 1}, key=str)
+            if twice:
+                parser.error(f"{flag(name)} {','.join(map(str, value))}: {','.join(map(str, twice))} given twice; "
+                             "list each value once")
     for names, ok, need in ((positive, lambda v: v > 0, "a number above 0"),
                             (non_negative, lambda v: v >= 0, "0 or more"),
                             (fraction, lambda v: 0 <= v <= 1, "between 0 and 1")):
         for name in names:
             value = getattr(args, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and ok(value)):
-                parser.error(f"--{name.replace('_', '-')} {value}: must be {need}")
+            for v in value if isinstance(value, (list, tuple)) else [value]:
+                if not (isinstance(v, (int, float)) and math.isfinite(v) and ok(v)):
+                    parser.error(f"{flag(name)} {v}: must be {need}" + (
+                        f" (in {','.join(map(str, value))})" if isinstance(value, (list, tuple)) else ""))
+
+
+def check_fits(need_bytes: float, device: str, what: str, fix: str) -> None:
+    """A SystemExit, before any work, when a configuration plainly cannot fit: `need_bytes`, a lower bound of
+    what it allocates at once (`what`, in words), exceeds the device's whole memory (the GPU's, else the
+    machine's RAM). A configuration that fits only just is left to the allocator (run_command_line explains
+    an out-of-memory error)."""
+    if device == "cuda":
+        total = torch.cuda.mem_get_info()[1]
+    elif hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    else:
+        return
+    if need_bytes > total:
+        raise SystemExit(f"{what} needs at least {need_bytes / 2**30:,.1f} GiB at once, more than the "
+                         f"{total / 2**30:,.1f} GiB of this {device}'s memory; {fix}")
 
 
 # Dense bf16 peak of a card, from its datasheet, by a regular expression on torch.cuda.get_device_name() (the
@@ -194,17 +235,37 @@ def restore_training_state(ckpt: dict, model: nn.Module, optimizer, gen: torch.G
     torch.set_rng_state(ckpt["torch_rng"])
 
 
-def save_checkpoint(path: Path, obj: dict) -> None:
+def checkpoint_fault(obj: dict, probe=None) -> str:
+    """Why `obj` is not a good checkpoint, or "" if it is one. Good means: every floating-point tensor of its
+    weights (obj["model"]) finite and, if `probe` is given (a function returning the loss of the weights as
+    they are now on a fixed batch, which draws no random numbers), that loss finite too. The second test
+    catches weights that blew up without overflowing yet: one step of --lr 1e9 leaves max |w| = 3.4e7, finite,
+    and the next forward pass gives NaN."""
+    for name, t in obj.get("model", {}).items():
+        if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
+            return f"the weights {name} hold NaN or inf"
+    loss = probe() if probe is not None else 0.0
+    return "" if math.isfinite(loss) else f"the weights give a loss of {loss} on a fixed batch"
+
+
+def save_checkpoint(path: Path, obj: dict, probe=None, fix: str = "lower --lr") -> None:
     """torch.save to a temporary file beside `path`, fsync, then rename: a crash, a full disk or a second
-    Ctrl-C during the write leaves the previous checkpoint whole."""
+    Ctrl-C during the write leaves the previous checkpoint whole (and the next write removes the stale
+    temporary file). Only a good checkpoint (checkpoint_fault) is written: a run whose weights blew up
+    stops with a SystemExit that says so, and `path` keeps the last good one."""
     path = Path(path)
+    fault = checkpoint_fault(obj, probe)
+    if fault:
+        raise SystemExit(f"not saving the checkpoint of step {obj.get('step', '?')}: {fault}, so the run has "
+                         f"diverged. {path} keeps the last good checkpoint{'' if path.exists() else ' (none yet)'}; "
+                         f"{fix}.")
     fd, tmp = _mkstemp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)  # before closing: the lock marks the file as in use till then
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -242,11 +303,14 @@ RUN_CONTROL = ("resume", "overwrite", "allow_changed", "out_dir", "device", "com
                "eval_interval", "checkpoint_interval")
 
 
-def check_same_settings(saved: dict, now: dict, ignore=(), allow: bool = False, source: str = "checkpoint") -> dict:
+def check_same_settings(saved: dict, now: dict, ignore=(), allow: bool = False, source: str = "checkpoint",
+                        has_allow_flag: bool = True) -> dict:
     """A resumed run must be the run that was started. Returns {setting: (checkpoint's, now)} for the settings
     (argparse dests) that differ, apart from RUN_CONTROL and `ignore`; a difference is a SystemExit listing
     them all, unless `allow` (--allow-changed) says they are intended. A flag that exists on one side only (added
-    or removed since) counts only if it was set: unset (None, False or 0), it did not change the run."""
+    or removed since) counts only if it was set: unset (None, False or 0), it did not change the run. A script
+    without --allow-changed passes has_allow_flag=False, and the message does not offer it."""
+    saved, now = (json.loads(json.dumps(d, default=str)) for d in (saved, now))  # a tuple now, a list once saved
     unset = (None, False, "(absent)")
     changed = {k: (saved.get(k, "(absent)"), now.get(k, "(absent)")) for k in sorted(set(saved) | set(now))
                if k not in (*RUN_CONTROL, *ignore) and saved.get(k, "(absent)") != now.get(k, "(absent)")
@@ -255,32 +319,68 @@ def check_same_settings(saved: dict, now: dict, ignore=(), allow: bool = False, 
     listed = "; ".join(f"--{k.replace('_', '-')} {a} ({source}) vs {b} (now)" for k, (a, b) in changed.items())
     if changed and not allow:
         raise SystemExit(f"--resume: this run's settings differ from the {source}'s: {listed}. Pass the "
-                         f"{source}'s values to continue the same run, or add --allow-changed if the change is "
-                         "intended (it is then printed and kept in config.json).")
+                         f"{source}'s values to continue the same run, or "
+                         + ("add --allow-changed if the change is intended (it is then printed and kept in "
+                            "config.json)." if has_allow_flag else "choose another --out-dir for the new settings."))
     if changed:
         print(f"resuming with changed settings (--allow-changed): {listed}")
     return changed
 
 
+def finished_parts(parts: dict, args, ignore=()) -> dict:
+    """--resume where a script keeps whole units (a seed; a variant and a seed), each in its own JSON file
+    {"args": vars(args), "result": ...} once finished: {key: result} of the units in `parts` ({key: path}) that
+    an earlier run of these settings finished. Checked before any work: a damaged file, or one written with other
+    settings (apart from `ignore`), is a SystemExit that names it."""
+    kept = {}
+    for key, path in parts.items():
+        if Path(path).exists():
+            saved = read_json(path, "delete it to run that part again")
+            check_same_settings(saved["args"], vars(args), ignore=ignore, source=Path(path).name, has_allow_flag=False)
+            kept[key] = saved["result"]
+    return kept
+
+
 # ----------------------------------------------------------------------------- run folders
 
 
-def cut_metrics(path: Path, step: int) -> None:
-    """Keep the records of a metrics file (JSON lines) up to and including `step`, the checkpoint's, so that a
-    resumed run logs every step once. A line cut short by a killed process is dropped too. Atomic."""
+def keep_records(path: Path, keep) -> None:
+    """Rewrite a JSON-lines file (atomically) with only the records for which keep(record) is true; a line
+    cut short by a killed process is dropped too, so the next record starts on a line of its own."""
     if not Path(path).exists():
         return
     kept = []
     for line in Path(path).read_text().splitlines():
         try:
-            if json.loads(line).get("step", 0) <= step:
-                kept.append(line + "\n")
+            record = json.loads(line)
         except json.JSONDecodeError:
-            pass
+            continue
+        if keep(record):
+            kept.append(line + "\n")
     write_bytes_atomic(path, "".join(kept).encode())
 
 
+def cut_metrics(path: Path, step: float) -> None:
+    """Keep the records of a metrics file (JSON lines) up to and including `step`, the checkpoint's, so that a
+    resumed run logs every step once (a record without a step is kept), and drop a line cut short."""
+    keep_records(path, lambda r: not isinstance(r, dict) or r.get("step", 0) <= step)
+
+
 PROTECTED = ("ckpt.pt", "final.json", "metrics.jsonl", "eval.json", "results.json")  # what finished work leaves
+LOCK = "run.lock"
+
+
+def folder_owner(folder: Path) -> tuple[Path, str] | None:
+    """(run folder, script) of the run folder that holds `folder` (itself or a folder above it), read from the
+    run.lock that RunFolder leaves ("pid 123 ema_lm.py: <command>"), or None."""
+    for f in (folder, *folder.parents):
+        try:
+            first = (f / LOCK).read_text().partition("\n")[0]
+        except OSError:  # none here (or unreadable): look further up
+            continue
+        found = re.match(r"pid \d+ (\S+):", first)
+        return (f, found.group(1)) if found else None
+    return None
 
 
 class RunFolder:
@@ -289,24 +389,43 @@ class RunFolder:
         with RunFolder(out_dir, resume=args.resume, overwrite=args.overwrite) as run:
 
     - an exclusive lock (fcntl.flock on <out_dir>/run.lock, freed by the kernel even if the process is
-      killed), so a second process cannot write into a folder that a run is using;
+      killed), so a second process cannot write into a folder that a run is using; the lock file names the
+      script (`owner`, by default the file that calls RunFolder) and its command, and stays after the run;
+    - a folder that belongs to another script's run (its run.lock, or one in a folder above it) is refused,
+      with --resume and --overwrite too: an ablation's files written into an ema_lm.py run would mix two runs;
     - a fresh run (resume=False) refuses a folder that holds any of `protected` (file names or glob patterns
-      such as "*/final.json"), naming --resume and --overwrite; with overwrite=True those files are deleted
-      first, so nothing stale survives;
-    - cut_metrics(step) on resume drops metrics.jsonl lines written after the checkpoint (and a line cut
-      short by a crash), so every step appears once; log(record) appends one line and flushes it.
+      such as "*/final.json"), naming --resume and --overwrite (`resume_flag=False`: a script without --resume,
+      and the message does not offer it); with overwrite=True those files are deleted first, so nothing stale
+      survives, unless one lies in another run's folder (a sub-folder with its own run.lock): then it refuses;
+    - a folder that is not a folder, or cannot be written, is refused before anything is done;
+    - temporary files of writes that were killed (SIGKILL during a checkpoint write) are removed, here and
+      one level down; on resume a metrics.jsonl line cut short by a crash is dropped;
+    - cut_metrics(step) on resume drops metrics.jsonl lines written after the checkpoint, so every step
+      appears once; log(record) appends one line and flushes it.
     The folder is created only here: call it once the inputs are known to be good. On a refusal nothing in
     the folder is changed."""
 
-    def __init__(self, path, resume: bool = False, overwrite: bool = False, protected=PROTECTED):
+    def __init__(self, path, resume: bool = False, overwrite: bool = False, protected=PROTECTED,
+                 resume_flag: bool = True, owner: str | None = None, metrics: str = "metrics.jsonl"):
         self.path, self.resume, self.overwrite, self.protected = Path(path), resume, overwrite, protected
-        self.metrics = self.path / "metrics.jsonl"
+        self.resume_flag = resume_flag
+        self.owner = owner or Path(sys._getframe(1).f_code.co_filename).name  # the script that holds the folder
+        self.metrics = self.path / metrics
         self._lock = self._log = None
 
     def __enter__(self) -> "RunFolder":
+        if self.path.exists() and not self.path.is_dir():
+            raise SystemExit(f"--out-dir {self.path} is a file, not a folder; choose another --out-dir")
+        self._refuse_other_owner()
         self._refuse_if_taken()  # before creating anything, so that a refusal leaves the folder as it was
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.path / "run.lock", "a+")  # "a+": opening changes nothing in the file
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock = open(self.path / LOCK, "a+")  # "a+": opening changes nothing in the file
+            tempfile.TemporaryFile(dir=self.path).close()  # can files be created here (mode, read-only mount)?
+        except OSError as err:
+            self.__exit__()
+            raise SystemExit(f"cannot write into the run folder {self.path} ({err.strerror}: {err.filename}); make "
+                             "it writable (chmod u+w) or choose another --out-dir") from None
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -315,12 +434,25 @@ class RunFolder:
             self.__exit__()
             raise SystemExit(f"{self.path} is in use by {holder}; wait for that run to finish (or stop it), "
                              "or choose another --out-dir") from None
-        for f in self._refuse_if_taken():  # again, now that no other run can start here: --overwrite
+        self._refuse_other_owner()  # again, now that no other run can start here
+        for f in self._refuse_if_taken():  # --overwrite
             (self.path / f).unlink()
+        for folder in (self.path, *(d for d in self.path.iterdir() if d.is_dir())):
+            remove_stale_temporaries(folder)
+        if self.resume:
+            cut_metrics(self.metrics, math.inf)  # only a line cut short goes
         self._lock.truncate(0)
-        self._lock.write(f"pid {os.getpid()} ({' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]})\n")
+        self._lock.write(f"pid {os.getpid()} {self.owner}: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]}\n")
         self._lock.flush()
         return self
+
+    def _refuse_other_owner(self) -> None:
+        found = folder_owner(self.path)
+        if found and found[1] != self.owner:
+            self.__exit__()
+            inside = "" if found[0] == self.path else f", inside {found[0]},"
+            raise SystemExit(f"{self.path}{inside} is a run folder of {found[1]} ({found[0] / LOCK}); {self.owner} "
+                             "does not write into another script's run. Choose another --out-dir.")
 
     def _refuse_if_taken(self) -> list:
         """The protected files a fresh run would replace: a SystemExit without --overwrite, else their names."""
@@ -328,9 +460,15 @@ class RunFolder:
                                               for f in self.path.glob(pattern))
         if found and not self.overwrite:
             self.__exit__()
-            raise SystemExit(f"{self.path} already holds {', '.join(found)} from an earlier run. Add --resume to "
-                             "continue it, --overwrite to delete those files and start afresh, or choose another "
-                             "--out-dir.")
+            raise SystemExit(f"{self.path} already holds {', '.join(found)} from an earlier run. "
+                             + ("Add --resume to continue it, " if self.resume_flag else "")
+                             + "--overwrite to delete those files and start afresh, or choose another --out-dir.")
+        others = sorted({str(Path(f).parent) for f in found if (self.path / f).parent != self.path
+                         and ((self.path / f).parent / LOCK).exists()})
+        if others:
+            self.__exit__()
+            raise SystemExit(f"{self.path} holds other runs' folders ({', '.join(others)}: each has its own {LOCK}); "
+                             "--overwrite would delete their files. Choose another --out-dir.")
         return found
 
     def cut_metrics(self, step: int) -> None:
@@ -359,10 +497,14 @@ class StopOnSignal:
     torchrun passing one on) only sets stop.signum, so the loop can finish its step, write a checkpoint and
     call stop.exit(message): one line, exit code 128 + signal (130, 143). A second signal stops at once;
     the atomic checkpoint write then leaves the previous checkpoint whole. Outside the main thread, where
-    Python cannot catch signals, this does nothing."""
+    Python cannot catch signals, this does nothing.
 
-    def __init__(self):
-        self.signum, self._old = 0, {}
+    Where a loop does not check stop.signum (a script that keeps whole seeds, not steps; a run's final
+    scoring), at_once(message) makes the next signal stop at once, printing message() (what is kept, how to go
+    on); a signal that came before the call stops there. StopOnSignal(at_once=message) does so from the start."""
+
+    def __init__(self, at_once=None):
+        self.signum, self._old, self._message = 0, {}, at_once
 
     def __enter__(self) -> "StopOnSignal":
         if threading.current_thread() is threading.main_thread():
@@ -370,10 +512,23 @@ class StopOnSignal:
         return self
 
     def _handler(self, signum: int, frame) -> None:
+        if self._message is not None:
+            self.signum = signum
+            self._stop_now()
         if self.signum:
             print(f"{signal.Signals(signum).name} again: stopping at once, without a new checkpoint", file=sys.stderr)
             raise SystemExit(128 + signum)
         self.signum = signum
+
+    def at_once(self, message) -> None:
+        """From now on a signal stops at once with message(); one that already came stops now."""
+        self._message = message
+        if self.signum:
+            self._stop_now()
+
+    def _stop_now(self) -> NoReturn:  # no barrier: this process alone may be left (process 0's final scoring)
+        print(f"{signal.Signals(self.signum).name}: {self._message()}", file=sys.stderr, flush=True)
+        raise SystemExit(128 + self.signum)
 
     def exit(self, message: str, signum: int = 0) -> NoReturn:
         """Print `message` and exit with 128 + the signal (`signum`, the one agreed across processes, or the one
@@ -425,6 +580,16 @@ def run_info(device: str) -> dict:
 
 
 def read_jsonl(path: Path) -> list:
+    """The records of a JSON-lines file ([] if there is none). A line that is not JSON, such as the last one of
+    a process killed mid-write, is skipped with a note (RunFolder drops it from the file on resume)."""
     if not Path(path).exists():
         return []
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    records, bad = [], 0
+    for line in filter(str.strip, Path(path).read_text().splitlines()):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            bad += 1
+    if bad:
+        print(f"{path}: skipped {bad} line(s) that are not JSON (a write cut short by a crash)", file=sys.stderr)
+    return records

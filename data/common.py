@@ -1,4 +1,6 @@
-"""Shared data plumbing: the GPT-2 tokenizer (offline), atomic writers, token files, downloads.
+"""Shared data plumbing: the GPT-2 tokenizer (offline), atomic writers, token files, downloads, and the
+command-line wrapper every script's `__main__` goes through (here, not in plumbing.py, so that the data
+preparation scripts need no torch).
 
 No science lives here. Every `data/<name>/prepare.py` writes `data/<name>/{train,val,test}.bin`
 (a flat uint16 array of GPT-2 token ids, end-of-text 50256 after every document) and `meta.json`;
@@ -13,15 +15,25 @@ these files, so no network access is needed or attempted. Without that package w
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import functools
 import hashlib
+import linecache
+import http.client
 import json
 import os
+import re
+import signal
+import sys
 import tempfile
+import threading
+import time
+import urllib.error
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NoReturn
 
 import numpy as np
 import tiktoken
@@ -173,11 +185,35 @@ os.umask(_UMASK)  # read it back: mkstemp creates 0600 files, we want the usual 
 
 
 def _mkstemp_beside(path: Path) -> tuple[int, str]:
-    """A temporary file in path's folder (so os.replace is atomic), with normal file permissions."""
+    """A temporary file in path's folder (so os.replace is atomic), with normal file permissions, locked
+    (fcntl.flock) for as long as its descriptor is open. Writers rename it onto `path` before closing it, so a
+    temporary file whose lock is free was left by a killed process: the stale ones beside `path` are removed
+    first (a SIGKILL during a checkpoint write would otherwise leave its size on the disk for good)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fcntl.flock(fd, fcntl.LOCK_EX)
     os.chmod(tmp, 0o666 & ~_UMASK)
+    remove_stale_temporaries(path.parent, path.name)
     return fd, tmp
+
+
+def remove_stale_temporaries(folder: Path, name: str = "*", min_age: float = 1.0) -> list[Path]:
+    """Delete the temporary files `.<name>.*.tmp` in `folder` that no live writer holds (their flock is free)
+    and that are older than min_age seconds (a writer locks its file a moment after creating it). Returns them."""
+    removed = []
+    for tmp in sorted(Path(folder).glob(f".{name}.*.tmp")):
+        try:
+            if time.time() - tmp.stat().st_mtime < min_age:
+                continue
+            with open(tmp, "rb") as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: a live writer holds it
+                size = tmp.stat().st_size
+                tmp.unlink()
+        except OSError:  # held (BlockingIOError), gone meanwhile, or not ours to delete: leave it
+            continue
+        print(f"removed {tmp} ({size:,} bytes), left by a write that was killed", file=sys.stderr)
+        removed.append(tmp)
+    return removed
 
 
 def _check_uint16(ids: np.ndarray) -> np.ndarray:
@@ -218,9 +254,8 @@ class TokenWriter:
             if exc_type is None:
                 self._f.flush()
                 os.fsync(self._f.fileno())
+                os.replace(self._tmp, self.path)  # before closing: the lock marks the file as in use till then
             self._f.close()
-            if exc_type is None:
-                os.replace(self._tmp, self.path)
         finally:
             self._tmp.unlink(missing_ok=True)
 
@@ -234,7 +269,7 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)  # before closing: the lock marks the file as in use till then
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -336,29 +371,190 @@ def hf_url(repo: str, file: str) -> str:
     return f"{HF_ENDPOINT}/datasets/{repo}/resolve/main/{file}"
 
 
-def download_file(url: str, dest: Path | str) -> Path:
-    """Download `url` to `dest` (kept if it already exists) with a progress bar; atomic via a temp file."""
+class ShortDownload(OSError):
+    """The connection closed before the server's Content-Length was read."""
+
+
+def _worth_retrying(err: BaseException) -> bool:
+    """A dropped or refused connection, a timeout, a server error (5xx) or 429 Too Many Requests may pass; a
+    missing file, a client error (404, 401), a name that does not resolve (no network) or a local disk error
+    will not."""
+    if isinstance(err, urllib.error.HTTPError):
+        return err.code >= 500 or err.code == 429
+    if isinstance(err, urllib.error.URLError):
+        err = err.reason if isinstance(err.reason, BaseException) else err
+    return isinstance(err, (ShortDownload, ConnectionError, TimeoutError, http.client.HTTPException))
+
+
+def download_file(url: str, dest: Path | str, attempts: int = 4, backoff: float = 2.0) -> Path:
+    """Download `url` to `dest` (kept if it already exists) with a progress bar. The file appears under `dest`
+    only whole: written to a temporary file beside it, its byte count checked against the server's
+    Content-Length, then renamed. A dropped connection, a timeout or a server error is retried, up to `attempts`
+    tries in all, after backoff, 2 x backoff, ... seconds; what will not pass by waiting is not (_worth_retrying)."""
     dest = Path(dest)
     if dest.exists():
         return dest
     headers = {"User-Agent": "ema-lm-data/1"}
     if os.environ.get("HF_TOKEN"):
         headers["Authorization"] = f"Bearer {os.environ['HF_TOKEN']}"
-    fd, tmp = _mkstemp_beside(dest)
+    attempt = 0
+    while True:
+        attempt += 1
+        fd, tmp = _mkstemp_beside(dest)
+        try:
+            with os.fdopen(fd, "wb") as f, \
+                    urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as r:
+                length = int(r.headers.get("Content-Length") or -1)  # -1: the server did not say (chunked)
+                written = 0
+                with tqdm(total=length if length >= 0 else None, unit="B", unit_scale=True, unit_divisor=1024,
+                          desc=f"download {dest.name}", dynamic_ncols=True) as bar:
+                    while block := r.read(1 << 20):
+                        f.write(block)
+                        written += len(block)
+                        bar.update(len(block))
+                if length >= 0 and written != length:
+                    raise ShortDownload(f"the connection closed after {written:,} of {length:,} bytes")
+                f.flush()
+                os.fsync(f.fileno())
+                os.replace(tmp, dest)  # before closing: the lock marks the file as in use till then
+            return dest
+        except (OSError, http.client.HTTPException) as e:  # URLError and HTTPError are OSErrors
+            if not _worth_retrying(e) or attempt == attempts:
+                raise RuntimeError(f"could not download {url} ({attempt} attempt(s); {type(e).__name__}: {e}). "
+                                   "Without internet access, download the file elsewhere and pass its folder with "
+                                   "--local-files DIR") from e
+            wait = backoff * 2 ** (attempt - 1)
+            print(f"download {dest.name}: {type(e).__name__}: {e}; retrying in {wait:.0f} s "
+                  f"(attempt {attempt + 1} of {attempts})", file=sys.stderr)
+            time.sleep(wait)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- reading JSON
+
+_REQUIRED = object()
+
+
+def read_json(path: Path | str, fix: str, default=_REQUIRED):
+    """The JSON value in `path`. A missing file gives `default` if one is given; otherwise it, a folder, or a
+    file cut short or not JSON is a SystemExit naming the file, what is wrong with it and `fix`, what to do."""
+    path = Path(path)
+    if default is not _REQUIRED and not path.exists():
+        return default
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as r, \
-                os.fdopen(fd, "wb") as f, \
-                tqdm(total=int(r.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True,
-                     unit_divisor=1024, desc=f"download {dest.name}", dynamic_ncols=True) as bar:
-            while block := r.read(1 << 20):
-                f.write(block)
-                bar.update(len(block))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except OSError as e:  # URLError and HTTPError are OSErrors
-        raise RuntimeError(f"could not download {url}: {e}. Without internet access, download the file "
-                           f"elsewhere and pass its folder with --local-files DIR") from e
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SystemExit(f"{path} not found; {fix}") from None
+    except IsADirectoryError:
+        raise SystemExit(f"{path} is a folder where a JSON file is expected; {fix}") from None
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise SystemExit(f"{path} is unreadable ({path.stat().st_size:,} bytes; {type(e).__name__}: {e}): cut short, "
+                         f"damaged or not JSON; {fix}") from None
+
+
+# ----------------------------------------------------------------------------- the command line
+
+ROOT = DATA_DIR.parent  # the repository
+EXIT_CODES = ("0 finished; 1 refused or failed, with the reason and what to do; 2 a bad command line (argparse); "
+              "130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM, the message says what was kept and how to go on")
+ERRNO_ADVICE = {errno.EACCES: "make it writable (chmod u+w) or choose another path",
+                errno.EPERM: "make it writable or choose another path",
+                errno.EROFS: "the file system is read-only: choose a path on another one",
+                errno.ENOSPC: "the disk is full: free some space and run again (the files written so far are whole)",
+                errno.EDQUOT: "the disk quota is used up: free some space and run again",
+                errno.EISDIR: "a folder stands where a file is expected: give a file's path",
+                errno.ENOTDIR: "a file stands where a folder is expected: give a folder's path",
+                errno.ENOENT: "check the path"}
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM raised as an exception, like SIGINT's KeyboardInterrupt, so that `finally` blocks and `with`
+    exits still run (a temporary file is removed, a lock released) and the exit status is 128 + 15."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame) -> NoReturn:
+    raise Interrupted(signum)
+
+
+def _raised_on_purpose(err: BaseException) -> bool:
+    """True if a `raise` statement in this repository's own code raised `err` (in this process or, through a
+    multiprocessing pool, in a worker): such messages are written for the user. Anything else is a bug."""
+    tb, where = err.__traceback__, None
+    while tb is not None:
+        where, tb = (tb.tb_frame.f_code.co_filename, tb.tb_lineno), tb.tb_next
+    remote = getattr(err.__cause__, "tb", None)  # multiprocessing.pool.RemoteTraceback: the worker's traceback
+    if type(err.__cause__).__name__ == "RemoteTraceback" and isinstance(remote, str):
+        frames = re.findall(r'File "([^"]+)", line (\d+)', remote)
+        where = (frames[-1][0], int(frames[-1][1])) if frames else None
+    if where is None:
+        return False
+    path = Path(where[0]).resolve()
+    ours = path.is_relative_to(ROOT) and "site-packages" not in path.parts
+    return ours and linecache.getline(str(path), where[1]).lstrip().startswith("raise")
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    torch = sys.modules.get("torch")  # imported by the script if it uses it; the data scripts do not
+    if torch is not None and isinstance(err, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    return isinstance(err, (MemoryError, RuntimeError)) and bool(
+        re.search(r"out of memory|can't allocate memory|not enough memory", str(err), re.IGNORECASE))
+
+
+def explain(err: BaseException, out_of_memory: str) -> str | None:
+    """One paragraph for a fault that is not a bug, or None (a bug: the traceback is wanted)."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:500]
+    if _out_of_memory(err):
+        return f"out of memory: {first}. {out_of_memory}"
+    if isinstance(err, OSError) and err.strerror and err.filename:
+        advice = ERRNO_ADVICE.get(err.errno, "")
+        return f"{type(err).__name__}: {err.strerror}: {err.filename}" + (f"; {advice}" if advice else "")
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{type(err).__name__}: {err.strerror}; {ERRNO_ADVICE[err.errno]}"
+    if isinstance(err, (ValueError, RuntimeError, OSError)) and _raised_on_purpose(err):
+        return str(err).strip()
+    return None
+
+
+def run_command_line(main: Callable, argv: list[str] | None = None,
+                     out_of_memory: str = "use a smaller batch or a smaller model") -> int:
+    """main(argv), with every way it can stop turned into an exit status and at most one paragraph on stderr
+    (EXIT_CODES): a SystemExit as it is; SIGINT or SIGTERM outside a script's own handler (data loading, final
+    scoring) as 130 / 143; running out of memory as 1 with `out_of_memory`, the script's advice; an OSError with a
+    file name (permission, a full disk, a folder where a file should be) as 1 with what to do; and a ValueError or
+    RuntimeError that the repository's code raised on purpose as 1 with its message. Anything else is a bug and
+    keeps its traceback."""
+    handles_term = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _raise_interrupted) if handles_term else None
+    try:
+        main(argv)
+        return 0
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        print(e.code, file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"{signal.Signals(signum).name}: stopped; the files written so far are whole (every write is atomic) "
+              "and nothing half-done was written", file=sys.stderr, flush=True)
+        return 128 + signum
+    except Exception as e:  # noqa: BLE001 - explained, or raised again with its traceback
+        message = explain(e, out_of_memory)
+        if message is None:
+            raise
+        print(message, file=sys.stderr, flush=True)
+        return 1
     finally:
-        Path(tmp).unlink(missing_ok=True)
-    return dest
+        if handles_term:
+            signal.signal(signal.SIGTERM, old)
+
+
+def command_line(main: Callable, out_of_memory: str = "use a smaller batch or a smaller model") -> NoReturn:
+    """`if __name__ == "__main__": command_line(main)`, the last line of every script (run_command_line)."""
+    sys.exit(run_command_line(main, None, out_of_memory))

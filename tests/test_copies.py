@@ -17,7 +17,7 @@ COPIES = {
     "ablation_attention.py": {"ema_lm.py": [
         "ROOT", "ALPHAS", "DATASETS", "EVAL_SPLIT", "get_tokens", "get_batch", "val_windows",
         "ema_chunk_matrices", "chunk_carries", "EMAScan", "ema_scan", "FFN", "CausalSelfAttention", "token_losses",
-        "evaluate"]},
+        "evaluate", "OUT_OF_MEMORY"]},
     "hebbian_roles.py": {
         "ema_lm.py": ["ALPHAS", "ema_chunk_matrices", "chunk_carries", "EMAScan", "ema_scan"],
         "bigru_baseline.py": ["REPO", "SPLITS", "EVAL_SPLITS", "REGENERATE", "read_role_file", "load_role_data",

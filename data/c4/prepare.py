@@ -31,8 +31,8 @@ from typing import Iterator
 if __package__ in (None, ""):  # run as `python data/c4/prepare.py`: make `data.common` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from data.common import (DATA_DIR, NotEnoughTokensError, download_file, hf_url, new_meta, tokenize_to_file,
-                         write_json_atomic)
+from data.common import (DATA_DIR, command_line, download_file, hf_url, new_meta, NotEnoughTokensError,
+                         tokenize_to_file, write_json_atomic)
 
 VERSION = "data/c4/prepare.py v1"
 HF_REPO = "allenai/c4"
@@ -128,4 +128,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    command_line(main)

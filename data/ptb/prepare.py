@@ -27,7 +27,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python data/ptb/prepare.py`: make `data.common` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from data.common import DATA_DIR, new_meta, tokenize_documents, write_json_atomic, write_tokens_atomic
+from data.common import DATA_DIR, command_line, new_meta, tokenize_documents, write_json_atomic, write_tokens_atomic
 
 VERSION = "data/ptb/prepare.py v1"
 SPLITS = {"train": "train", "val": "valid", "test": "test"}  # our file name -> treebank.penn key
@@ -72,4 +72,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    command_line(main)

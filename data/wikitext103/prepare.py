@@ -32,8 +32,8 @@ from typing import Iterable
 if __package__ in (None, ""):  # run as `python data/wikitext103/prepare.py`: make `data.common` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from data.common import (DATA_DIR, download_file, hf_url, iter_parquet_texts, new_meta, tokenize_documents,
-                         write_json_atomic, write_tokens_atomic)
+from data.common import (DATA_DIR, command_line, download_file, hf_url, iter_parquet_texts, new_meta,
+                         tokenize_documents, write_json_atomic, write_tokens_atomic)
 
 VERSION = "data/wikitext103/prepare.py v1"
 HF_REPO = "Salesforce/wikitext"
@@ -109,4 +109,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    command_line(main)

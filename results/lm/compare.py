@@ -5,11 +5,12 @@
 Reads each run folder's final.json (or eval.json from `python ema_lm.py --eval-only`, whichever is later), groups
 the runs by mixer (and FFN, where it is not the block's own), and prints a Markdown table: perplexity and loss by
 token class (ema_lm.py's token_classes), mean +- std over the runs (ddof 1), and the copy probe. Below it, for
-every group after the first, the share of its loss gap to the first group that each token class carries. Runs
-scored on other validation windows are refused, as are partial runs.
+every group after the first, the share of its loss gap to the first group that each token class carries. Refused,
+with one message each: runs scored on other validation windows, partial runs (a final.json of --steps-this-run,
+an eval.json of an unfinished run: marked partial, or at a step short of config.json's --max-steps), a run given
+twice, and a folder or score file that is missing or damaged.
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -17,16 +18,23 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for ema_lm
 from ema_lm import SPEN_MIXERS, TOKEN_CLASSES  # noqa: E402
+from plumbing import command_line, read_json  # noqa: E402
 
 
 def latest_scores(run_dir: str) -> dict:
     """A finished run's scores: final.json or eval.json (--eval-only), whichever was written at the later step."""
-    found = [json.loads(p.read_text()) for p in (Path(run_dir) / "final.json", Path(run_dir) / "eval.json")
-             if p.exists()]
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise SystemExit(f"compare.py: {run_dir} is a file; give ema_lm.py run folders (its --out-dir)")
+    fix = f"score the run again with `python ema_lm.py --eval-only --out-dir {run_dir}`"
+    found = [read_json(p, fix) for p in (Path(run_dir) / "final.json", Path(run_dir) / "eval.json") if p.exists()]
     if not found:
         raise SystemExit(f"compare.py: {run_dir} holds no final.json or eval.json; finish the run or run "
                          f"`python ema_lm.py --eval-only --out-dir {run_dir}` first")
     r = max(found, key=lambda r: r["step"])
+    config = read_json(Path(run_dir) / "config.json", fix, default={}).get("config", {})
+    max_steps = r.get("max_steps") or config.get("max_steps")
+    if max_steps is not None and r["step"] < max_steps:  # an eval.json written before --partial was recorded
+        r["partial"] = True
     if r.get("partial") or "classes" not in r:
         raise SystemExit(f"compare.py: {run_dir} holds a partial run (step {r['step']}) or scores without the "
                          f"token-class breakdown; finish it with --resume, or score it with --eval-only")
@@ -37,6 +45,10 @@ def compare_runs(run_dirs: list) -> dict:
     """Loss by token class and the copy probe, mean +- std over the runs of each mixer (and FFN, if not the
     block's own), and the share of the loss gap between the first group and each other one that every class
     carries: n_c (L_c^other - L_c^first) / (N (L^other - L^first)); the shares add up to 1."""
+    resolved = [Path(d).resolve() for d in run_dirs]
+    twice = sorted({str(d) for d in resolved if resolved.count(d) > 1})
+    if twice:
+        raise SystemExit(f"compare.py: {', '.join(twice)} given more than once; each run counts once in a mean")
     groups = {}
     for d in run_dirs:
         r = latest_scores(d)
@@ -74,4 +86,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    command_line(main)

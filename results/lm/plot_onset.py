@@ -7,8 +7,11 @@ the loss on the first copy of a random segment minus the loss on its second copy
 copy, ln(V) for a perfect copier. The lower panel is the validation loss of the same evaluations.
 """
 import argparse
-import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for plumbing
+from plumbing import command_line, read_json, read_jsonl  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -23,9 +26,8 @@ def main(argv=None) -> dict:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 6.0), sharex=True)
     curves = {}
     for run in map(Path, args.runs):
-        config = json.loads((run / "config.json").read_text())
-        evals = [r for r in (json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines())
-                 if "probe_gap" in r]
+        config = read_json(run / "config.json", "give ema_lm.py run folders (each has a config.json)")
+        evals = [r for r in read_jsonl(run / "metrics.jsonl") if "probe_gap" in r]
         if not evals:
             raise SystemExit(f"{run}/metrics.jsonl has no probe records: was it written by this ema_lm.py?")
         dataset, mixer = config["config"]["dataset"], config["model_config"]["mixer"]
@@ -49,4 +51,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    command_line(main)
