@@ -33,6 +33,7 @@ MFU = model FLOPs / (time x peak FLOPs).
 # ----------------------------------------------------------------------------- imports
 import argparse
 import statistics
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,7 +42,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import ema_lm as E
-from plumbing import git_commit, make_optimizer, peak_bf16_flops, pick_device, write_json_atomic
+from plumbing import command_line, git_commit, make_optimizer, peak_bf16_flops, pick_device, write_json_atomic
 
 ROOT = Path(__file__).resolve().parent
 
@@ -392,6 +393,11 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--out {out} is a folder; give a file name, e.g. {out / f'bench-{device}.json'}")
     if out.exists() and not args.overwrite:
         raise SystemExit(f"{out} already holds a benchmark; add --overwrite to replace it, or choose another --out")
+    try:  # a folder that cannot be written is found now, not after the benchmark
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out.parent).close()
+    except OSError as err:
+        raise SystemExit(f"--out {out}: cannot write there ({err.strerror}); choose another --out") from None
     gpu = device == "cuda"
     reps = args.reps or (20 if gpu else 3)
     parts = set(args.parts)
@@ -445,4 +451,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    command_line(main, out_of_memory="run fewer parts (--parts), or on a card with more memory: the model cases are "
+                                     "the paper's 130M models at 16k tokens a step")

@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 
 import ema_lm as E
-from plumbing import load_checkpoint, write_json_atomic
+from plumbing import command_line, load_checkpoint, write_json_atomic
 
 LAGS = (0, 1, 8)  # the current token, the previous one, the token 8 positions back
 N_CLASSES = 1000  # the most frequent token ids of the fitting windows
@@ -221,4 +221,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    command_line(main)

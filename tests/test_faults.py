@@ -351,6 +351,8 @@ def test_bench_refuses_to_replace_a_result_and_checks_its_flags(tmp_path, capsys
     out.write_text("{}")
     status, msg = fails(["--device", "cpu", "--out", str(out)], bench.main)
     assert status == 1 and "--overwrite" in msg and out.read_text() == "{}"
+    status, msg = fails(["--device", "cpu", "--parts", "topk", "--out", str(tmp_path), "--overwrite"], bench.main)
+    assert status == 1 and "is a folder" in msg, "a folder as --out is refused before the benchmark, not after it"
     for argv, words in ((["--parts", "scan,speed"], "--parts 'scan,speed'"), (["--reps", "-1"], "--reps -1"),
                         (["--chunk-sizes", "64,x"], "--chunk-sizes '64,x'"), (["--rep", "3"], "unrecognized")):
         assert fails(argv, bench.main)[0] == 2 and words in capsys.readouterr().err

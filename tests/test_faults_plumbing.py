@@ -22,6 +22,7 @@ import plumbing as P
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ["ema_lm.py", "ablation_attention.py", "content_recall.py", "hebbian_roles.py", "bigru_baseline.py",
+           "bench.py", "depth_probe.py",
            "results/lm/compare.py", "results/lm/plot_onset.py", "data/ptb/prepare.py", "data/c4/prepare.py",
            "data/fineweb/prepare.py", "data/wikitext103/prepare.py"]
 
