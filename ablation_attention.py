@@ -78,8 +78,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data.common import load_tokens
-from plumbing import (RunFolder, StopOnSignal, check_fits, check_ranges, check_same_settings, command_line,
-                      cut_metrics, load_checkpoint, lr_at, make_optimizer, pick_device, read_json,
+from plumbing import (RunFolder, StopOnSignal, check_fits, check_ranges, check_same_settings, command_line, cut_metrics,
+                      help_formatter, load_checkpoint, lr_at, make_optimizer, pick_device, portable, read_json,
                       restore_training_state, run_info, save_checkpoint, training_state, write_json_atomic)
 
 ROOT = Path(__file__).resolve().parent
@@ -522,7 +522,7 @@ def train_run(args, row: str, seed: int, data: dict, device: str, bar: tqdm, sto
     cut_metrics(out_dir / "metrics.jsonl", step)  # the steps after the checkpoint are trained and logged again
     train_model = torch.compile(model) if compile_model else model
     accum = args.batch_tokens // (args.micro_batch * cfg.block_size)
-    info = dict(config=vars(args), row=row, seed=seed, model_config=asdict(cfg), params=model.num_params(),
+    info = dict(config=portable(vars(args)), row=row, seed=seed, model_config=asdict(cfg), params=model.num_params(),
                 **run_info(device))
     write_json_atomic(out_dir / "config.json", info)
     log = open(out_dir / "metrics.jsonl", "a")
@@ -605,7 +605,7 @@ EVAL_SPLIT = {"ptb": "val", "c4": "val", "fineweb": "val", "wikitext103": "test"
 
 def get_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=help_formatter(PRESETS))
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="model size and training budget")
     p.add_argument("--predictors", default=",".join(ROWS), help=f"comma-separated rows to run, from {', '.join(ROWS)}")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; every row runs every seed")
@@ -721,7 +721,7 @@ def main(argv=None) -> dict:
         n_val = (len(data["val"]) - 1) // args.block_size * args.block_size
         result = dict(rows=rows, table=format_table(rows), verdict=verdict, runs=runs,
                       wall_seconds=time.time() - t0, val_tokens=n_val,
-                      train_tokens_per_run=args.max_steps * args.batch_tokens, config=vars(args),
+                      train_tokens_per_run=args.max_steps * args.batch_tokens, config=portable(vars(args)),
                       **run_info(device))
         write_json_atomic(out_dir / "results.json", result)
     print(f"\n{args.dataset}, {args.max_steps} steps x {args.batch_tokens} tokens per run, seeds {args.seeds}, "

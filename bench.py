@@ -42,7 +42,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import ema_lm as E
-from plumbing import command_line, git_commit, make_optimizer, peak_bf16_flops, pick_device, write_json_atomic
+from plumbing import (command_line, git_commit, help_formatter, make_optimizer, peak_bf16_flops, pick_device,
+                      write_json_atomic)
 
 ROOT = Path(__file__).resolve().parent
 
@@ -362,7 +363,7 @@ STAGES = ("recompile", "ceilings", "scan", "topk", "model", "profile")
 
 def get_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=help_formatter())
     p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto", help="auto: cuda, mps, then cpu")
     p.add_argument("--parts", default=",".join(STAGES), help="comma-separated parts to run")
     p.add_argument("--chunk-sizes", default="64", help="chunk sizes of the compiled scan (each one is compiled anew)")

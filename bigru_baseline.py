@@ -70,8 +70,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data.roles.prepare import prepare as prepare_roles
-from plumbing import (RunFolder, StopOnSignal, check_ranges, command_line, finished_parts, keep_records, pick_device,
-                      run_info, save_checkpoint, write_json_atomic)
+from plumbing import (RunFolder, StopOnSignal, check_ranges, command_line, finished_parts, help_formatter, keep_records,
+                      pick_device, run_info, save_checkpoint, write_json_atomic)
 
 REPO = Path(__file__).resolve().parent
 
@@ -318,7 +318,7 @@ def positive(kind):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     c = Config()
     ap = argparse.ArgumentParser(description="Supervised BiGRU role tagger (baseline of arXiv 2604.08556)",
-                                 allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 allow_abbrev=False, formatter_class=help_formatter())
     add = ap.add_argument
     add("--data-dir", default=str(REPO / "data" / "roles"),
         help="folder with the role benchmark; generated there by data/roles/prepare.py if missing")

@@ -83,8 +83,8 @@ import torch.nn.functional as F
 
 from ema_lm import ALPHAS, MIXERS as LM_MIXERS, LanguageModel, ModelConfig, SPENBlock
 from mixers import state_floats
-from plumbing import (RunFolder, StopOnSignal, check_ranges, command_line, lr_at, make_optimizer, pick_device,
-                      read_jsonl, run_info, write_json_atomic)
+from plumbing import (RunFolder, StopOnSignal, check_ranges, command_line, help_formatter, lr_at, make_optimizer,
+                      pick_device, portable, read_jsonl, run_info, write_json_atomic)
 
 ROOT = Path(__file__).resolve().parent
 LOCALISATION = ("trace-attn-current", "trace-attn-history")
@@ -401,7 +401,7 @@ PRESETS = {
 
 def get_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=help_formatter(PRESETS))
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="sweep size and training budget")
     p.add_argument("--mixers", default=",".join(MIXERS), help="comma-separated mixers to compare")
     p.add_argument("--widths", default=None, help="comma-separated model widths D")
@@ -568,7 +568,7 @@ def main(argv=None) -> dict:
     figure = out_dir / "content_recall.png"
     has_figure = args.figure and save_figure(summary, figure)
     result = dict(summary=summary, chosen_lr=chosen_lr, lr_sweep=lr_runs, runs=runs, table=table, wall_seconds=wall,
-                  figure=str(figure) if has_figure else None, config=vars(args),
+                  figure=portable(figure) if has_figure else None, config=portable(vars(args)),
                   model_config=asdict(model_config(args, lr_D, lr_T)), workers=workers, **run_info(device))
     write_json_atomic(out_dir / "results.json", result)
     return result

@@ -63,9 +63,9 @@ from tqdm import tqdm
 from data.common import gpt2_encoding, load_tokens
 from mixers import MATRIX_MIXERS, TRACE_MIXERS, ShortConv
 from plumbing import (RunFolder, StopOnSignal, agree_across_ranks, check_fits, check_ranges, check_same_settings,
-                      command_line, compiled_or_eager, init_distributed, load_checkpoint, lr_at, make_optimizer,
-                      peak_bf16_flops, pick_device, restore_training_state, run_info, save_checkpoint,
-                      training_state, write_json_atomic)
+                      command_line, compiled_or_eager, help_formatter, init_distributed, load_checkpoint, lr_at,
+                      make_optimizer, peak_bf16_flops, pick_device, portable, restore_training_state, run_info,
+                      save_checkpoint, training_state, write_json_atomic)
 
 ROOT = Path(__file__).resolve().parent
 ALPHAS = (0.5, 0.1, 0.02)  # paper, Figure 1: fast, medium, slow; constants, never learned
@@ -609,7 +609,7 @@ EVAL_SPLIT = {"ptb": "val", "c4": "val", "fineweb": "val", "wikitext103": "test"
 
 def get_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=help_formatter(PRESETS))
     add = p.add_argument
     add("--preset", choices=sorted(PRESETS), default="small", help="model size and training budget")
     add("--mixer", choices=MIXERS, default="ema", help="how positions are mixed: traces or attention (docstring)")
@@ -815,8 +815,8 @@ def main(argv=None) -> dict:
             run.cut_metrics(step)  # after a crash, the steps past the checkpoint are trained and logged again
             earlier = earlier_resumes(out_dir / "config.json") if args.resume else []
             write_json_atomic(out_dir / "config.json", dict(  # every resume and what it changed is kept
-                config=vars(args), model_config=asdict(cfg), params=n_params, processes=world, **run_info(device),
-                resumes=earlier + [dict(step=step, changed=changed)] if args.resume else []))
+                config=portable(vars(args)), model_config=asdict(cfg), params=n_params, processes=world,
+                **run_info(device), resumes=earlier + [dict(step=step, changed=changed)] if args.resume else []))
             print(f"{cfg.mixer} / {cfg.ffn} FFN: {n_params / 1e6:.2f}M parameters, {device}, "
                   f"{'bf16' if use_bf16 else 'fp32'}, compile={compile_model}, processes={world}, "
                   f"accum={args.batch_tokens // (args.micro_batch * cfg.block_size)}")

@@ -62,8 +62,8 @@ from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
 from data.roles.prepare import prepare as prepare_roles
-from plumbing import (RunFolder, StopOnSignal, check_ranges, command_line, finished_parts, read_json, run_info,
-                      write_json_atomic)
+from plumbing import (RunFolder, StopOnSignal, check_ranges, command_line, finished_parts, help_formatter, read_json,
+                      run_info, write_json_atomic)
 
 REPO = Path(__file__).resolve().parent
 ALPHAS = (0.5, 0.1, 0.02)  # paper, Figure 1: fast, medium, slow; constants, never learned
@@ -626,7 +626,7 @@ def listed(kind, flag: str, ok, need: str):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     c = Config()
     ap = argparse.ArgumentParser(description="Hebbian predictive-coding role assignment (arXiv 2604.08556)",
-                                 allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 allow_abbrev=False, formatter_class=help_formatter())
     add = ap.add_argument
 
     def count(flag: str):  # a flag that takes one positive integer

@@ -113,6 +113,24 @@ def check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace, posi
                         f" (in {','.join(map(str, value))})" if isinstance(value, (list, tuple)) else ""))
 
 
+def help_formatter(presets: dict | None = None) -> type:
+    """An argparse formatter_class that shows every flag's default once, the real one: its value; for a flag left
+    unset (None) that the script's presets fill, each preset's value; for another unset flag, nothing beyond what
+    its help already says (it says what happens then). A help that names its default itself is left alone."""
+    class Formatter(argparse.ArgumentDefaultsHelpFormatter):
+        def _get_help_string(self, action: argparse.Action) -> str:
+            text = action.help or ""
+            switch = action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction)  # --resume: off
+            if "default" in text or not action.option_strings or switch or action.default is argparse.SUPPRESS:
+                return text
+            if action.default is None:
+                values = [f"{name}: {preset[action.dest]}" for name, preset in (presets or {}).items()
+                          if action.dest in preset]
+                return text + (f" (default: the preset's; {', '.join(values)})" if values else "")
+            return text + " (default: %(default)s)"
+    return Formatter
+
+
 def check_fits(need_bytes: float, device: str, what: str, fix: str) -> None:
     """A SystemExit, before any work, when a configuration plainly cannot fit: `need_bytes`, a lower bound of
     what it allocates at once (`what`, in words), exceeds the device's whole memory (the GPU's, else the
@@ -569,6 +587,22 @@ def git_commit() -> str:
         return (git("rev-parse", "HEAD") or "unknown") + ("-dirty" if git("status", "--porcelain", "-uno") else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def portable(record):
+    """The record with every absolute path under the repository written relative to its root, so that a run
+    record reads the same on every machine. Dicts, lists and tuples are walked; other values, and paths outside
+    the repository, are kept as they are."""
+    if isinstance(record, dict):
+        return {k: portable(v) for k, v in record.items()}
+    if isinstance(record, (list, tuple)):
+        return type(record)(portable(v) for v in record)
+    if isinstance(record, (str, Path)) and os.path.isabs(record):
+        try:
+            return str(Path(os.path.abspath(record)).relative_to(ROOT))
+        except ValueError:
+            return str(record)
+    return record
 
 
 def run_info(device: str) -> dict:

@@ -155,3 +155,18 @@ def test_compare_refuses_partial_damaged_and_repeated_runs(tmp_path, files, word
             (run / name).write_text(content if isinstance(content, str) else json.dumps(content))
     status, msg = say(compare_tool().main, [str(run)] * (2 if "twice" in files else 1))
     assert status == 1 and words in msg
+
+
+@pytest.mark.parametrize("module", ["ema_lm", "content_recall", "ablation_attention", "hebbian_roles",
+                                    "bigru_baseline", "bench", "depth_probe"])
+def test_help_shows_one_real_default_per_flag(module, capsys):
+    import importlib
+    import re
+    m = importlib.import_module(module)
+    with pytest.raises(SystemExit):
+        (getattr(m, "get_args", None) or m.parse_args)(["--help"])
+    options = re.split(r"\n  (?=-)", capsys.readouterr().out)[1:]
+    assert options, f"{module}: no options in --help"
+    for option in options:
+        text = " ".join(option.split())
+        assert text.count("(default") <= 1 and "default: None" not in text, f"{module}: {text}"

@@ -23,3 +23,11 @@ def test_resume_ignores_a_flag_added_or_removed_since_only_while_it_is_unset():
         P.check_same_settings({"lr": 1e-3, "old_flag": 3}, {"lr": 1e-3})
     with pytest.raises(SystemExit, match="--lr 0.001"):
         P.check_same_settings({"lr": 1e-3}, {"lr": 3e-3})
+
+
+def test_run_records_hold_paths_relative_to_the_repository():
+    from plumbing import ROOT, portable
+    record = {"out_dir": str(ROOT / "runs" / "x"), "figure": ROOT / "figures" / "a.png", "elsewhere": "/tmp/run",
+              "lrs": [1e-3], "nested": [{"out": str(ROOT / "results")}], "name": "ema"}
+    assert portable(record) == {"out_dir": "runs/x", "figure": "figures/a.png", "elsewhere": "/tmp/run",
+                                "lrs": [1e-3], "nested": [{"out": "results"}], "name": "ema"}
