@@ -5,17 +5,30 @@ independently of the data, so they lose *which* token came earlier, and only lea
 selection can recover it. The paper shows this with C4 perplexity at 130M parameters; here the same blocks
 face the task that isolates the claim, multi-query associative recall (MQAR; Arora et al. 2023, "Zoology"):
 a sequence lists key-value pairs, then asks for earlier keys again, and the model must emit the value that
-was paired with each. The claim runs two things together, and the mixers of ema_lm.py / mixers.py separate
-them, one factor at a time:
+was paired with each. The paper's conclusion runs four candidate causes together, and the arms here separate
+them (README, "Four hypotheses", states what each predicts): *fixed coefficients* (the paper), *timescale*
+(the paper's traces forget within about 50 tokens), *state size* (Zoology) and *content addressing* (a state
+written by key-value outer products and read by a query). The mixers of ema_lm.py / mixers.py, one factor at a
+time (coefficients x state; mixers.py's docstring has the whole list):
 
-    mixer          state per block        decay                    read of the state
-    ema            3 D traces             three constants (paper)  linear (SPEN, the paper's EMA block)
-    ema-learned    3 D traces             learned constants        linear
-    selective      3 D traces             f(current token)         linear
-    linattn        D^2 / 2H matrix        learned constants        query (content-addressed)
-    gla            D^2 / 2H matrix        f(current token)         query (gated linear attention)
-    attention      2 T D (every k, v)     none                     query, softmax
+    mixer          state per block        coefficients                   read of the state
+    ema            3 D traces             three constants (paper)        linear (SPEN, the paper's EMA block)
+    ema-long       3 D traces             fixed, the long spread         linear
+    ema-learned    3 D traces             learned constants              linear
+    selective      3 D traces             f(current token)               linear
+    cumavg         D                      fixed, 1/t                     linear
+    ema-wide       32 D traces            fixed, the long spread         linear
+    legs           32 D coefficients      fixed, HiPPO-LegS              linear
+    longconv       T D (every input)      a learned filter               linear
+    linattn-paper  D^2 / 2H matrix        fixed 0.5 / 0.9 / 0.98         query (content-addressed)
+    linattn-long   D^2 / 2H matrix        fixed, the long spread         query
+    linattn-one    D^2 / 2H matrix        fixed 0.995                    query
+    linattn        D^2 / 2H matrix        learned constants              query
+    gla            D^2 / 2H matrix        f(current token)               query (gated linear attention)
+    attention      2 T D (every k, v)     none                           query, softmax
 
+An arm is a mixer, or with @gpt2 a vector state in GPT-2's block read by one linear map (so that "vector vs
+matrix" changes the state and not also the block), or with @k<N> its own short convolution.
 and the paper's predictor ablation, run where a content gap exists (the localisation rows): the SPEN block
 with its linear predictor replaced by softmax attention over EMA trace vectors, queried by the current
 input u_t (current token included, so the read can be addressed by the key being asked):
@@ -26,7 +39,9 @@ The sequence of traces is invertible to the inputs (u_t = (h_t - (1 - a) h_{t-1}
 trace-attn-history recalls and trace-attn-current does not, the traces did not destroy the content; it is
 out of reach of any reader of a fixed-size state (the data processing inequality binds the state, not the
 traces). Each slot's key is W_k h + p_s, p_s a learned per-timescale embedding; values W_v h; heads as
-attention's.
+attention's. A strong reader of the fixed-size state is the third localisation row: an MLP probe trained on the
+frozen SPEN's traces at the query position (plus the query token) to name the value, beside the same probe on
+attention's hidden state (probe_run; docs/reconstruction.md).
 
 Task (Zoology's multiquery_ar, reconstructed): vocabulary V > T, keys from 1..V/2-1, values from V/2..V-1,
 both drawn without replacement per sequence. Positions 0..2K-1 hold k1 v1 ... kK vK; each key is then asked
@@ -34,6 +49,8 @@ once, at an even offset of the remaining region drawn from Zoology's power law (
 come soon after the pairs); every other position is a uniformly random token (--no-noise: token 0). The
 target at a query position is its key's value; every other target is ignored (-100), so loss and accuracy
 count only recall. Accuracy = the fraction of queries answered exactly (argmax over the whole vocabulary).
+Chance = a uniform guess among the distinct values seen before the query (chance_accuracy): 0.089 at T = 64,
+0.177 at T = 32, above 1/K's share of the values because the random filler holds values too.
 
 Protocol: fresh seeded training sequences every step (the same for every mixer and width at a given seed
 and length); equal steps, batch and schedule for every run (AdamW, warm-up 10%, cosine to 10%, clip 1); the
@@ -54,6 +71,7 @@ in 3000), so the CPU map tells "cannot" from "not yet" only together with the lo
 
 Commands:
     python content_recall.py                                 # the CPU default (see Measured), 2 worker processes
+    python content_recall.py --preset factorial --workers 1  # the four hypotheses: 25 arms at T = 64, D = 64
     python content_recall.py --preset zoology --device cuda  # Zoology's scale, one GPU (ETA in the README)
     python content_recall.py --mixers attention,ema --widths 64 --lengths 64 --seeds 0   # one slice
 
@@ -509,7 +527,8 @@ def save_figure(summaries: list, path: Path, chance: dict, titles: list | None =
     """Zoology's Figure 2 layout with state size on the x axis: accuracy against floats of state per block, one
     panel per (sweep, length), error bars over seeds. An arm with several widths is a line; an arm at one width a
     point, coloured by its coefficients (fixed short, fixed long, learned constant, input-dependent), a circle in the
-    SPEN block, a square in GPT-2's, hollow for a localisation row. Chance (chance_accuracy) is the dotted line."""
+    SPEN block, a square in GPT-2's, hollow for a localisation row, a cross for its longer budget where it ran.
+    Chance (chance_accuracy) is the dotted line."""
     try:
         import matplotlib
         import matplotlib.ticker
@@ -522,22 +541,37 @@ def save_figure(summaries: list, path: Path, chance: dict, titles: list | None =
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4.0), sharey=True, squeeze=False)
     colour = {kind: f"C{i}" for i, kind in enumerate(DESIGN_ROWS)}
     for ax, (i, T) in zip(axes[0], panels):
-        rows = [r for r in summaries[i] if r["T"] == T and r["split"] == "test"]
-        rows = [r for r in rows if r["steps"] == min(q["steps"] for q in rows if q["mixer"] == r["mixer"])]
-        for j, arm in enumerate(dict.fromkeys(r["mixer"] for r in rows)):
+        tests = [r for r in summaries[i] if r["T"] == T and r["split"] == "test"]
+        first = {r["mixer"]: min(q["steps"] for q in tests if q["mixer"] == r["mixer"]) for r in tests}
+        rows = [r for r in tests if r["steps"] == first[r["mixer"]]]
+        arms = list(dict.fromkeys(r["mixer"] for r in rows))
+        # Arms at one width that share a state size are spread sideways (by accuracy) and labelled without overlap.
+        single = sorted((r for r in rows if sum(q["mixer"] == r["mixer"] for q in rows) == 1),
+                        key=lambda r: (r["state_floats"], r["acc_mean"]))
+        x_at, label_y = {}, {}
+        for size in dict.fromkeys(r["state_floats"] for r in single):
+            group = [r for r in single if r["state_floats"] == size]
+            for k, r in enumerate(group):
+                x_at[r["mixer"]] = size * 1.07 ** (k - (len(group) - 1) / 2)
+                label_y[r["mixer"]] = max(r["acc_mean"], label_y[group[k - 1]["mixer"]] + 0.035 if k else -1)
+        for arm in arms:
             rs = sorted((r for r in rows if r["mixer"] == arm), key=lambda r: r["state_floats"])
             mixer, block, _ = parse_arm(arm)
             local = mixer in LOCALISATION
             style = dict(marker="s" if block == "gpt2" or (mixer not in SPEN_MIXERS and not local) else "o",
                          color=colour.get(COEFFICIENT_KIND.get(mixer), "0.4"), ms=6, capsize=3, alpha=0.85,
                          mfc="none" if local else None, ls="-" if len(rs) > 1 else "none")
-            ax.errorbar([r["state_floats"] for r in rs], [r["acc_mean"] for r in rs],
-                        yerr=[r["acc_std"] for r in rs], **style)
-            ax.annotate(arm, (rs[-1]["state_floats"], rs[-1]["acc_mean"]), fontsize=6, xytext=(4, (j % 3 - 1) * 4),
-                        textcoords="offset points", va="center")
+            xs = [x_at.get(arm, r["state_floats"]) for r in rs]
+            ax.errorbar(xs, [r["acc_mean"] for r in rs], yerr=[r["acc_std"] for r in rs], **style)
+            longer = [r for r in tests if r["mixer"] == arm and r["steps"] > first[arm] and len(rs) == 1]
+            for r in longer:  # the longer budget of an arm that was below --extend-below: a cross above or below
+                ax.plot([xs[0]] * 2, [rs[0]["acc_mean"], r["acc_mean"]], color=style["color"], lw=0.6, alpha=0.6)
+                ax.plot(xs[0], r["acc_mean"], marker="x", ms=5, color=style["color"], ls="none")
+            ax.annotate(arm, (xs[-1], rs[-1]["acc_mean"]), xytext=(xs[-1] * 1.05, label_y.get(arm, rs[-1]["acc_mean"])),
+                        fontsize=6, va="center")
         ax.axhline(chance[T], color="gray", ls=":", lw=1)
-        ax.annotate(f"chance {chance[T]:.3f}", (ax.get_xlim()[0], chance[T]), fontsize=7, color="gray",
-                    xytext=(2, 3), textcoords="offset points")
+        ax.text(0.01, chance[T] + 0.01, f"chance {chance[T]:.3f}", transform=ax.get_yaxis_transform(), fontsize=7,
+                color="gray")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         steps = min(r["steps"] for r in rows)
@@ -550,7 +584,8 @@ def save_figure(summaries: list, path: Path, chance: dict, titles: list | None =
     axes[0][0].set_ylabel("MQAR test accuracy")
     handles = [matplotlib.lines.Line2D([], [], color=c, marker="o", ls="none", label=k) for k, c in colour.items()]
     handles += [matplotlib.lines.Line2D([], [], color="0.3", marker=m, ls="none", mfc=f, label=label) for m, f, label in
-                (("o", None, "SPEN block"), ("s", None, "GPT-2 block"), ("o", "none", "reader of the traces"))]
+                (("o", None, "SPEN block"), ("s", None, "GPT-2 block"), ("o", "none", "reader of the traces"),
+                 ("x", None, "the same arm, twice the steps"))]
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=7, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=130, bbox_inches="tight")
