@@ -5,17 +5,30 @@ independently of the data, so they lose *which* token came earlier, and only lea
 selection can recover it. The paper shows this with C4 perplexity at 130M parameters; here the same blocks
 face the task that isolates the claim, multi-query associative recall (MQAR; Arora et al. 2023, "Zoology"):
 a sequence lists key-value pairs, then asks for earlier keys again, and the model must emit the value that
-was paired with each. The claim runs two things together, and the mixers of ema_lm.py / mixers.py separate
-them, one factor at a time:
+was paired with each. The paper's conclusion runs four candidate causes together, and the arms here separate
+them (README, "Four hypotheses", states what each predicts): *fixed coefficients* (the paper), *timescale*
+(the paper's traces forget within about 50 tokens), *state size* (Zoology) and *content addressing* (a state
+written by key-value outer products and read by a query). The mixers of ema_lm.py / mixers.py, one factor at a
+time (coefficients x state; mixers.py's docstring has the whole list):
 
-    mixer          state per block        decay                    read of the state
-    ema            3 D traces             three constants (paper)  linear (SPEN, the paper's EMA block)
-    ema-learned    3 D traces             learned constants        linear
-    selective      3 D traces             f(current token)         linear
-    linattn        D^2 / 2H matrix        learned constants        query (content-addressed)
-    gla            D^2 / 2H matrix        f(current token)         query (gated linear attention)
-    attention      2 T D (every k, v)     none                     query, softmax
+    mixer          state per block        coefficients                   read of the state
+    ema            3 D traces             three constants (paper)        linear (SPEN, the paper's EMA block)
+    ema-long       3 D traces             fixed, the long spread         linear
+    ema-learned    3 D traces             learned constants              linear
+    selective      3 D traces             f(current token)               linear
+    cumavg         D                      fixed, 1/t                     linear
+    ema-wide       32 D traces            fixed, the long spread         linear
+    legs           32 D coefficients      fixed, HiPPO-LegS              linear
+    longconv       T D (every input)      a learned filter               linear
+    linattn-paper  D^2 / 2H matrix        fixed 0.5 / 0.9 / 0.98         query (content-addressed)
+    linattn-long   D^2 / 2H matrix        fixed, the long spread         query
+    linattn-one    D^2 / 2H matrix        fixed 0.995                    query
+    linattn        D^2 / 2H matrix        learned constants              query
+    gla            D^2 / 2H matrix        f(current token)               query (gated linear attention)
+    attention      2 T D (every k, v)     none                           query, softmax
 
+An arm is a mixer, or with @gpt2 a vector state in GPT-2's block read by one linear map (so that "vector vs
+matrix" changes the state and not also the block), or with @k<N> its own short convolution.
 and the paper's predictor ablation, run where a content gap exists (the localisation rows): the SPEN block
 with its linear predictor replaced by softmax attention over EMA trace vectors, queried by the current
 input u_t (current token included, so the read can be addressed by the key being asked):
@@ -26,7 +39,9 @@ The sequence of traces is invertible to the inputs (u_t = (h_t - (1 - a) h_{t-1}
 trace-attn-history recalls and trace-attn-current does not, the traces did not destroy the content; it is
 out of reach of any reader of a fixed-size state (the data processing inequality binds the state, not the
 traces). Each slot's key is W_k h + p_s, p_s a learned per-timescale embedding; values W_v h; heads as
-attention's.
+attention's. A strong reader of the fixed-size state is the third localisation row: an MLP probe trained on the
+frozen SPEN's traces at the query position (plus the query token) to name the value, beside the same probe on
+attention's hidden state (probe_run; docs/reconstruction.md).
 
 Task (Zoology's multiquery_ar, reconstructed): vocabulary V > T, keys from 1..V/2-1, values from V/2..V-1,
 both drawn without replacement per sequence. Positions 0..2K-1 hold k1 v1 ... kK vK; each key is then asked
@@ -34,6 +49,8 @@ once, at an even offset of the remaining region drawn from Zoology's power law (
 come soon after the pairs); every other position is a uniformly random token (--no-noise: token 0). The
 target at a query position is its key's value; every other target is ignored (-100), so loss and accuracy
 count only recall. Accuracy = the fraction of queries answered exactly (argmax over the whole vocabulary).
+Chance = a uniform guess among the distinct values seen before the query (chance_accuracy): 0.089 at T = 64,
+0.177 at T = 32, above 1/K's share of the values because the random filler holds values too.
 
 Protocol: fresh seeded training sequences every step (the same for every mixer and width at a given seed
 and length); equal steps, batch and schedule for every run (AdamW, warm-up 10%, cosine to 10%, clip 1); the
@@ -54,6 +71,7 @@ in 3000), so the CPU map tells "cannot" from "not yet" only together with the lo
 
 Commands:
     python content_recall.py                                 # the CPU default (see Measured), 2 worker processes
+    python content_recall.py --preset factorial --workers 1  # the four hypotheses: 25 arms at T = 64, D = 64
     python content_recall.py --preset zoology --device cuda  # Zoology's scale, one GPU (ETA in the README)
     python content_recall.py --mixers attention,ema --widths 64 --lengths 64 --seeds 0   # one slice
 
@@ -68,6 +86,7 @@ per sequence, V vocabulary, L blocks. a = alpha (weight of the new input in a tr
 """
 # ----------------------------------------------------------------------------- imports
 import argparse
+import json
 import math
 import multiprocessing
 import os
@@ -81,7 +100,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ema_lm import ALPHAS, MIXERS as LM_MIXERS, LanguageModel, ModelConfig, SPENBlock
+from ema_lm import ALPHAS, MIXERS as LM_MIXERS, SPEN_MIXERS, LanguageModel, ModelConfig, SPENBlock
 from mixers import state_floats
 from plumbing import (RunFolder, StopOnSignal, check_ranges, command_line, help_formatter, lr_at, make_optimizer,
                       pick_device, portable, read_jsonl, run_info, write_json_atomic)
@@ -89,7 +108,7 @@ from plumbing import (RunFolder, StopOnSignal, check_ranges, command_line, help_
 ROOT = Path(__file__).resolve().parent
 LOCALISATION = ("trace-attn-current", "trace-attn-history")
 MIXERS = (*LM_MIXERS, *LOCALISATION)
-TEST_SEED, VAL_SEED = 10_000, 20_000  # fixed held-out sets, one per length; training data uses the run seed
+TEST_SEED, VAL_SEED, PROBE_SEED = 10_000, 20_000, 30_000  # fixed held-out sets; training data uses the run seed
 
 # ----------------------------------------------------------------------------- model: the localisation rows
 
@@ -138,17 +157,38 @@ class TraceReaderBlock(SPENBlock):
         return self.ffn(c)
 
 
-def build_model(mixer: str, cfg: ModelConfig, conv_kernel: int) -> LanguageModel:
-    """ema_lm.py's LanguageModel with the mixer's block (a trace reader for the localisation rows) and, if
-    conv_kernel > 0, a short convolution in front of the block's mixer (its traces or its attention)."""
-    cfg = replace(cfg, conv_kernel=conv_kernel)
+def parse_arm(arm: str) -> tuple:
+    """An arm of the comparison, 'mixer[@gpt2][@k<kernel>]' -> (mixer, block, conv kernel or None). @gpt2 puts a
+    vector state in GPT-2's block, read by one linear map (ema_lm.TraceReadout), so that state form is one factor;
+    @kN gives the arm its own short convolution instead of --conv-kernel's (the localisation rows at 0 and 3)."""
+    mixer, *options = arm.split("@")
+    block, kernel = "auto", None
+    for option in options:
+        if option == "gpt2" and mixer in SPEN_MIXERS:
+            block = "gpt2"
+        elif option[:1] == "k" and option[1:].isdigit():
+            kernel = int(option[1:])
+        else:
+            raise ValueError(f"arm {arm!r}: unknown option @{option}; use @k<kernel>, or @gpt2 with a vector state "
+                             f"({', '.join(SPEN_MIXERS)})")
+    if mixer not in MIXERS:
+        raise ValueError(f"unknown mixer {mixer!r}; choose from {', '.join(MIXERS)}")
+    return mixer, block, kernel
+
+
+def build_model(arm: str, cfg: ModelConfig, conv_kernel: int) -> LanguageModel:
+    """ema_lm.py's LanguageModel with the arm's mixer in its block (a trace reader for the localisation rows) and,
+    if the kernel (the arm's own, else conv_kernel) is > 0, a short convolution in front of the block's mixer."""
+    mixer, block, kernel = parse_arm(arm)
+    cfg = replace(cfg, conv_kernel=conv_kernel if kernel is None else kernel, block=block)
     if mixer in LOCALISATION:
         return LanguageModel(replace(cfg, mixer="ema"), block=lambda c: TraceReaderBlock(c, mixer.endswith("history")))
     return LanguageModel(replace(cfg, mixer=mixer))
 
 
-def mixer_state_floats(mixer: str, cfg: ModelConfig) -> int:
-    """Floats per block that the mixer keeps about the past at the end of a sequence of block_size tokens."""
+def mixer_state_floats(arm: str, cfg: ModelConfig) -> int:
+    """Floats per block that the arm's mixer keeps about the past at the end of a sequence of block_size tokens."""
+    mixer = parse_arm(arm)[0]
     if mixer in LOCALISATION:
         S = len(ALPHAS) * cfg.d_model
         return S * cfg.block_size if mixer.endswith("history") else S
@@ -179,6 +219,17 @@ def mqar(n: int, T: int, K: int, V: int, seed, noise: bool = True, power_a: floa
     targets = np.full((n, T), -100)
     targets[rows, query_pos] = values
     return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+
+def chance_accuracy(inputs: torch.Tensor, targets: torch.Tensor, V: int) -> float:
+    """Accuracy of a guess that knows the answer is a value token already seen and picks one of the distinct ones
+    before the query uniformly: mean over queries of 1 / (distinct values in the sequence up to the query). The
+    filler is random (noise=True), so it holds values too: at T = 64 about 11 are in sight at a query, not K = 8.
+    (Counting the values of the whole sequence, after the query too, gives about half: no causal model sees those.)"""
+    seen = F.one_hot(inputs, V)[..., V // 2:].cummax(1).values.sum(-1)  # (n, T): distinct values up to t
+    asked = targets != -100
+    before = F.pad(seen, (1, 0))[:, :-1]  # (n, T): up to t - 1, the query itself is a key
+    return float((1 / before[asked].float()).mean())
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -212,9 +263,13 @@ def model_config(args, D: int, T: int) -> ModelConfig:
 
 
 def train_run(job: dict) -> dict:
-    """Train one model (mixer, width D, length T with K pairs, batch, learning rate, seed) on fresh MQAR
-    sequences and score it on the job's fixed held-out set ("val" for the learning-rate sweep, else "test")."""
+    """Train one model (arm, width D, length T with K pairs, batch, learning rate, seed, steps) on fresh MQAR
+    sequences and score it on the job's fixed held-out set ("val" for the learning-rate sweep, else "test").
+    A validation run also scores the test set (test_acc, test_loss), never used to choose anything: the run at the
+    chosen rate and the first seed is then the test run of that seed too, trained once (main). Models of the
+    --probe-arms are saved for the probe (model_path)."""
     args, mixer, D, T, K, B, lr, seed = (job[k] for k in ("args", "mixer", "D", "T", "K", "B", "lr", "seed"))
+    steps = job["budget_steps"]
     device = pick_device(args.device)
     use_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else torch.autocast("cpu", enabled=False)
@@ -227,11 +282,11 @@ def train_run(job: dict) -> dict:
     compile_model = args.compile if args.compile is not None else device == "cuda"
     train_model = torch.compile(model) if compile_model else model
     optimizer = make_optimizer(model, lr, args.weight_decay)
-    warmup = max(1, args.steps // 10)
+    warmup = max(1, steps // 10)
     t0, step = time.perf_counter(), 0
-    for step in range(1, args.steps + 1):
+    for step in range(1, steps + 1):
         for g in optimizer.param_groups:
-            g["lr"] = lr_at(step - 1, lr, warmup, args.steps, args.min_lr_ratio)
+            g["lr"] = lr_at(step - 1, lr, warmup, steps, args.min_lr_ratio)
         # The same training sequences for every mixer and width at a given seed and length.
         x, y = (t.to(device) for t in mqar(B, T, K, args.vocab, seed=[seed, T, step], noise=args.noise))
         with autocast:
@@ -248,20 +303,101 @@ def train_run(job: dict) -> dict:
             break  # validation accuracy reached the target (Zoology's early stop); the test set is never seen
     seconds = time.perf_counter() - t0
     metrics = recall_metrics(model, *held_out, batch=256, device=device, autocast=autocast)
+    if job["split"] == "val":
+        test = mqar(args.n_test, T, K, args.vocab, seed=[TEST_SEED, T], noise=args.noise)
+        metrics.update({f"test_{k}": v for k, v in recall_metrics(model, *test, 256, device, autocast).items()})
+    if mixer in args.probe_arms:
+        path = model_path(args, job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path.with_suffix(".tmp"))
+        os.replace(path.with_suffix(".tmp"), path)  # atomic: a half-written model is never read
     return dict(mixer=mixer, D=D, T=T, K=K, B=B, lr=lr, seed=seed, split=job["split"], **metrics, steps=step,
-                train_loss=loss.item(), params=sum(p.numel() for p in model.parameters()),
-                state_floats=mixer_state_floats(mixer, cfg), seconds=seconds, budget=budget(args))
+                budget_steps=steps, train_loss=loss.item(), params=sum(p.numel() for p in model.parameters()),
+                state_floats=mixer_state_floats(mixer, cfg), seconds=seconds, budget=budget(args, steps))
 
 
-def budget(args) -> dict:
+def model_path(args, job: dict) -> Path:
+    return Path(args.out_dir) / "models" / "{mixer}-D{D}-T{T}-lr{lr:.0e}-s{seed}-n{budget_steps}.pt".format(**job)
+
+
+# ----------------------------------------------------------------------------- probe: a strong reader of a frozen state
+# "No reader of the fixed-size state recovers the content" is a claim about every reader. The probe is the strongest
+# we run: an MLP (multi-layer perceptron) trained, on fresh sequences, to name the value from what a frozen trained
+# model holds at the query position, plus the query token itself (one-hot, so the probe need not find it in the
+# state). On the SPEN ("ema"): its traces h_t in every block, the whole of what it carries about the past besides
+# the short convolution's last two inputs (3D per block). On attention: its hidden state at the query (the final
+# LayerNorm's input, D floats), into which attention has already read its cache: the positive control.
+PROBE_HIDDEN, PROBE_BATCH, PROBE_LR = 1024, 64, 1e-3  # two hidden layers; sequences a step (8 queries each); AdamW
+
+
+def probe_features(model: LanguageModel, x: torch.Tensor) -> torch.Tensor:
+    """What the frozen model holds at every position: its traces (SPEN blocks) or its final hidden state."""
+    if hasattr(model.blocks[0], "traces"):
+        kept = []
+        hooks = [b.traces.register_forward_hook(lambda m, i, out: kept.append(out.flatten(2))) for b in model.blocks]
+        model(x)
+        for h in hooks:
+            h.remove()
+        return torch.cat(kept, -1)  # (B, T, L S D)
+    states = []
+    model(x, states=states)
+    return states[-1]  # (B, T, D)
+
+
+def probe_run(job: dict) -> dict:
+    """Train the probe on the frozen model of one training run and score it on the test set."""
+    args, mixer, D, T, K, seed = (job[k] for k in ("args", "mixer", "D", "T", "K", "seed"))
+    path = model_path(args, dict(job, budget_steps=job["model_steps"]))  # the model trained for model_steps
+    model = build_model(mixer, model_config(args, D, T), args.conv_kernel)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.eval().requires_grad_(False)
+    V, t0 = args.vocab, time.perf_counter()
+
+    def examples(inputs: torch.Tensor, targets: torch.Tensor) -> tuple:  # features and answers at the queries
+        asked = targets != -100
+        with torch.no_grad():
+            feats = probe_features(model, inputs)[asked]  # (queries, F)
+        return torch.cat([feats, F.one_hot(inputs[asked], V).float()], -1), targets[asked]
+
+    torch.manual_seed(seed)
+    first, _ = examples(*mqar(512, T, K, V, seed=[PROBE_SEED, T, 0], noise=args.noise))
+    mean, std = first.mean(0), first.std(0) + 1e-6  # standardise each feature: the slow traces are small
+    probe = nn.Sequential(nn.Linear(first.shape[1], PROBE_HIDDEN), nn.GELU(), nn.Linear(PROBE_HIDDEN, PROBE_HIDDEN),
+                          nn.GELU(), nn.Linear(PROBE_HIDDEN, V))
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=PROBE_LR, weight_decay=0.0)
+    steps, hits = job["budget_steps"], []
+    for step in range(1, steps + 1):
+        for g in optimizer.param_groups:
+            g["lr"] = lr_at(step - 1, PROBE_LR, max(1, steps // 10), steps, args.min_lr_ratio)
+        f, y = examples(*mqar(PROBE_BATCH, T, K, V, seed=[PROBE_SEED, T, step], noise=args.noise))
+        logits = probe((f - mean) / std)
+        F.cross_entropy(logits, y).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        hits.append((logits.argmax(-1) == y).float().mean().item())
+    f, y = examples(*mqar(args.n_test, T, K, V, seed=[TEST_SEED, T], noise=args.noise))
+    with torch.no_grad():
+        logits = probe((f - mean) / std)
+    return dict(mixer=mixer, D=D, T=T, K=K, B=job["B"], lr=job["lr"], seed=seed, split="probe",
+                acc=(logits.argmax(-1) == y).float().mean().item(), loss=F.cross_entropy(logits, y).item(),
+                train_acc=float(np.mean(hits[-50:])), n_features=first.shape[1] - V, steps=steps,
+                budget_steps=steps, model=str(path), seconds=time.perf_counter() - t0, budget=budget(args, steps))
+
+
+def run_job(job: dict) -> dict:
+    return probe_run(job) if job["split"] == "probe" else train_run(job)
+
+
+def budget(args, steps: int) -> dict:
     """Everything besides the job's own fields that a run's result depends on (checked by --resume)."""
-    return {k: getattr(args, k) for k in ("steps", "vocab", "noise", "n_layer", "ffn", "ffn_mult", "head_dim",
-                                          "conv_kernel", "min_lr_ratio", "weight_decay", "grad_clip", "n_test",
-                                          "n_val", "early_stop", "eval_every")}
+    return {"steps": steps, **{k: getattr(args, k) for k in (
+        "vocab", "noise", "n_layer", "ffn", "ffn_mult", "head_dim", "conv_kernel", "min_lr_ratio", "weight_decay",
+        "grad_clip", "n_test", "n_val", "early_stop", "eval_every")}}
 
 
 def job_key(job: dict) -> tuple:
-    return tuple(job[k] for k in ("split", "mixer", "D", "T", "K", "B", "lr", "seed"))
+    return (*(job[k] for k in ("split", "mixer", "D", "T", "K", "B", "lr", "seed")),
+            job.get("budget_steps", job.get("budget", {}).get("steps")))  # records from before budget_steps: budget
 
 
 def _init_worker():
@@ -291,7 +427,7 @@ def run_jobs(jobs: list, workers: int, run: RunFolder, stop: StopOnSignal, t_sta
     if out:
         print(f"{len(out)} runs reused from {run.metrics}, {len(todo)} to go")
     pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker) if workers > 1 and todo else None
-    results = pool.imap_unordered(train_run, todo) if pool else map(train_run, todo)
+    results = pool.imap_unordered(run_job, todo) if pool else map(run_job, todo)
     for i in range(1, len(todo) + 1):
         r = next_result(results, pool, stop)
         if r is None:
@@ -313,35 +449,86 @@ def run_jobs(jobs: list, workers: int, run: RunFolder, stop: StopOnSignal, t_sta
 
 
 def summarise(runs: list) -> list:
-    """Mean and sample std of test accuracy over seeds, per mixer, length and width."""
+    """Mean and sample std of test accuracy over seeds, per arm, length, width and step budget (probes apart)."""
     groups = {}
     for r in runs:
-        groups.setdefault((r["mixer"], r["T"], r["K"], r["D"]), []).append(r)
+        groups.setdefault((r["mixer"], r["T"], r["K"], r["D"], r["budget_steps"], r["split"]), []).append(r)
     rows = []
-    for (mixer, T, K, D), rs in groups.items():
+    for (mixer, T, K, D, steps, split), rs in groups.items():
         acc = np.array([r["acc"] for r in rs])
-        rows.append(dict(mixer=mixer, T=T, K=K, D=D, lr=rs[0]["lr"], n_seeds=len(rs), acc_mean=float(acc.mean()),
-                         acc_std=float(acc.std(ddof=1)) if len(rs) > 1 else 0.0, params=rs[0]["params"],
-                         state_floats=rs[0]["state_floats"], seconds=float(np.mean([r["seconds"] for r in rs]))))
-    return sorted(rows, key=lambda r: (MIXERS.index(r["mixer"]), r["T"], r["D"]))
+        rows.append(dict(mixer=mixer, T=T, K=K, D=D, steps=steps, split=split, lr=rs[0]["lr"], n_seeds=len(rs),
+                         acc_mean=float(acc.mean()), acc_std=float(acc.std(ddof=1)) if len(rs) > 1 else 0.0,
+                         accs=acc.tolist(), params=rs[0].get("params"), state_floats=rs[0].get("state_floats"),
+                         seconds=float(np.mean([r["seconds"] for r in rs]))))
+    order = lambda r: (r["split"], MIXERS.index(parse_arm(r["mixer"])[0]), r["mixer"], r["T"], r["D"], r["steps"])  # noqa: E731
+    return sorted(rows, key=order)
 
 
-def format_table(summary: list, chosen_lr: dict) -> str:
-    """Markdown: one row per mixer and length, one column per width, test accuracy mean +- std over seeds."""
+def cell(r: dict | None) -> str:
+    return f"{r['acc_mean']:.3f} +- {r['acc_std']:.3f}" if r else ""
+
+
+def format_table(summary: list, chosen_lr: dict, chance: dict) -> str:
+    """Markdown: one row per arm, length and step budget, one column per width, test accuracy mean +- std over
+    seeds; probes last; chance (chance_accuracy) per length."""
     widths = sorted({r["D"] for r in summary})
-    cell = {(r["mixer"], r["T"], r["D"]): r for r in summary}
-    lines = ["| mixer (lr) | T (pairs) | " + " | ".join(f"D = {D}" for D in widths) + " |",
-             "|---|---|" + "---|" * len(widths)]
-    for mixer, T, K in dict.fromkeys((r["mixer"], r["T"], r["K"]) for r in summary):
-        cells = [f"{cell[mixer, T, D]['acc_mean']:.3f} +- {cell[mixer, T, D]['acc_std']:.3f}"
-                 if (mixer, T, D) in cell else "" for D in widths]
-        lines.append(f"| {mixer} ({chosen_lr[mixer]:.0e}) | {T} ({K}) | " + " | ".join(cells) + " |")
+    at = {(r["mixer"], r["T"], r["D"], r["steps"], r["split"]): r for r in summary}
+    lines = ["| arm (lr) | T (pairs) | steps | " + " | ".join(f"D = {D}" for D in widths) + " |",
+             "|---|---|---|" + "---|" * len(widths)]
+    for mixer, T, K, steps, split in dict.fromkeys((r["mixer"], r["T"], r["K"], r["steps"], r["split"])
+                                                   for r in summary):
+        name = f"probe on {mixer}'s state" if split == "probe" else mixer
+        lines.append(f"| {name} ({chosen_lr[mixer]:.0e}) | {T} ({K}) | {steps} | "
+                     + " | ".join(cell(at.get((mixer, T, D, steps, split))) for D in widths) + " |")
+    lines.append("| chance: a guess among the values seen | " + ", ".join(f"T = {T}: {c:.3f}" for T, c in
+                                                                           sorted(chance.items())) + " |")
     return "\n".join(lines)
 
 
-def save_figure(summary: list, path: Path) -> bool:
-    """Zoology's Figure 2 layout with state size on the x axis: accuracy against floats of state per block,
-    one panel per length, one line per mixer (its points are the widths), error bars over seeds."""
+# The factorial's layout: coefficients (rows) by state (columns); every vector state also runs in GPT-2's block.
+DESIGN_ROWS = ("fixed short", "fixed long", "learned constant", "input-dependent")
+DESIGN_COLUMNS = ("vector 3D (cumavg: D)", "vector 32D: traces", "vector 32D: Legendre", "whole history T x D",
+                  "matrix, content-addressed")
+DESIGN = {("fixed short", DESIGN_COLUMNS[0]): ("ema",), ("fixed short", DESIGN_COLUMNS[4]): ("linattn-paper",),
+          ("fixed long", DESIGN_COLUMNS[0]): ("ema-long", "cumavg"), ("fixed long", DESIGN_COLUMNS[1]): ("ema-wide",),
+          ("fixed long", DESIGN_COLUMNS[2]): ("legs",),
+          ("fixed long", DESIGN_COLUMNS[4]): ("linattn-long", "linattn-one"),
+          ("learned constant", DESIGN_COLUMNS[0]): ("ema-learned",),
+          ("learned constant", DESIGN_COLUMNS[3]): ("longconv",), ("learned constant", DESIGN_COLUMNS[4]): ("linattn",),
+          ("input-dependent", DESIGN_COLUMNS[0]): ("selective",),
+          ("input-dependent", DESIGN_COLUMNS[3]): ("attention",), ("input-dependent", DESIGN_COLUMNS[4]): ("gla",)}
+
+
+def format_design(summary: list) -> str:
+    """The factorial as the design: each cell names its arms with test accuracy (mean over seeds) at the first step
+    budget, the longer budget after an arrow where it ran, and for a vector state its GPT-2-block twin after '/'."""
+    test = [r for r in summary if r["split"] == "test"]
+    first = min(r["steps"] for r in test)
+
+    def result(arm: str) -> str:
+        rs = sorted((r for r in test if r["mixer"] == arm), key=lambda r: r["steps"])
+        text = " -> ".join(f"{r['acc_mean']:.2f}" for r in rs if r["steps"] >= first)
+        return text or "-"
+
+    lines = ["| coefficients | " + " | ".join(DESIGN_COLUMNS) + " |", "|---|" + "---|" * len(DESIGN_COLUMNS)]
+    for row in DESIGN_ROWS:
+        cells = []
+        for col in DESIGN_COLUMNS:
+            cells.append("; ".join(f"{m} {result(m)}" + (f" / {result(m + '@gpt2')}" if m in SPEN_MIXERS else "")
+                                   for m in DESIGN.get((row, col), ())))
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+COEFFICIENT_KIND = {m: row for (row, _), ms in DESIGN.items() for m in ms}  # colour of each mixer in the figure
+
+
+def save_figure(summaries: list, path: Path, chance: dict, titles: list | None = None) -> bool:
+    """Zoology's Figure 2 layout with state size on the x axis: accuracy against floats of state per block, one
+    panel per (sweep, length), error bars over seeds. An arm with several widths is a line; an arm at one width a
+    point, coloured by its coefficients (fixed short, fixed long, learned constant, input-dependent), a circle in the
+    SPEN block, a square in GPT-2's, hollow for a localisation row, a cross for its longer budget where it ran.
+    Chance (chance_accuracy) is the dotted line."""
     try:
         import matplotlib
         import matplotlib.ticker
@@ -350,38 +537,86 @@ def save_figure(summary: list, path: Path) -> bool:
     except ImportError:
         print("matplotlib is not installed: no figure (pip install matplotlib); the table and JSON are complete")
         return False
-    lengths = sorted({r["T"] for r in summary})
-    fig, axes = plt.subplots(1, len(lengths), figsize=(4.6 * len(lengths), 3.6), sharey=True, squeeze=False)
-    markers = dict(zip(MIXERS, "ovs^DoPX"))
-    for ax, T in zip(axes[0], lengths):
-        for i, mixer in enumerate(MIXERS):
-            rs = sorted((r for r in summary if r["mixer"] == mixer and r["T"] == T), key=lambda r: r["state_floats"])
-            if rs:
-                ax.errorbar([r["state_floats"] for r in rs], [r["acc_mean"] for r in rs],
-                            yerr=[r["acc_std"] for r in rs], marker=markers[mixer], ms=5, capsize=3, label=mixer,
-                            color=f"C{i}", ls="--" if mixer in LOCALISATION else "-", alpha=0.85)
-        K = next(r["K"] for r in summary if r["T"] == T)
-        ax.axhline(1 / K, color="gray", ls=":", lw=1, label="1/K: a guess among the K values")
+    panels = [(i, T) for i, summary in enumerate(summaries) for T in sorted({r["T"] for r in summary})]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4.0), sharey=True, squeeze=False)
+    colour = {kind: f"C{i}" for i, kind in enumerate(DESIGN_ROWS)}
+    for ax, (i, T) in zip(axes[0], panels):
+        tests = [r for r in summaries[i] if r["T"] == T and r["split"] == "test"]
+        first = {r["mixer"]: min(q["steps"] for q in tests if q["mixer"] == r["mixer"]) for r in tests}
+        rows = [r for r in tests if r["steps"] == first[r["mixer"]]]
+        arms = list(dict.fromkeys(r["mixer"] for r in rows))
+        # Arms at one width that share a state size are spread sideways (by accuracy) and labelled without overlap.
+        single = sorted((r for r in rows if sum(q["mixer"] == r["mixer"] for q in rows) == 1),
+                        key=lambda r: (r["state_floats"], r["acc_mean"]))
+        x_at, label_y = {}, {}
+        for size in dict.fromkeys(r["state_floats"] for r in single):
+            group = [r for r in single if r["state_floats"] == size]
+            for k, r in enumerate(group):
+                x_at[r["mixer"]] = size * 1.07 ** (k - (len(group) - 1) / 2)
+                label_y[r["mixer"]] = max(r["acc_mean"], label_y[group[k - 1]["mixer"]] + 0.035 if k else -1)
+        for arm in arms:
+            rs = sorted((r for r in rows if r["mixer"] == arm), key=lambda r: r["state_floats"])
+            mixer, block, _ = parse_arm(arm)
+            local = mixer in LOCALISATION
+            style = dict(marker="s" if block == "gpt2" or (mixer not in SPEN_MIXERS and not local) else "o",
+                         color=colour.get(COEFFICIENT_KIND.get(mixer), "0.4"), ms=6, capsize=3, alpha=0.85,
+                         mfc="none" if local else None, ls="-" if len(rs) > 1 else "none")
+            xs = [x_at.get(arm, r["state_floats"]) for r in rs]
+            ax.errorbar(xs, [r["acc_mean"] for r in rs], yerr=[r["acc_std"] for r in rs], **style)
+            longer = [r for r in tests if r["mixer"] == arm and r["steps"] > first[arm] and len(rs) == 1]
+            for r in longer:  # the longer budget of an arm that was below --extend-below: a cross above or below
+                ax.plot([xs[0]] * 2, [rs[0]["acc_mean"], r["acc_mean"]], color=style["color"], lw=0.6, alpha=0.6)
+                ax.plot(xs[0], r["acc_mean"], marker="x", ms=5, color=style["color"], ls="none")
+            ax.annotate(arm, (xs[-1], rs[-1]["acc_mean"]), xytext=(xs[-1] * 1.05, label_y.get(arm, rs[-1]["acc_mean"])),
+                        fontsize=6, va="center")
+        ax.axhline(chance[T], color="gray", ls=":", lw=1)
+        ax.text(0.01, chance[T] + 0.01, f"chance {chance[T]:.3f}", transform=ax.get_yaxis_transform(), fontsize=7,
+                color="gray")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_title(f"T = {T}, {K} pairs")
+        steps = min(r["steps"] for r in rows)
+        widths = sorted({r["D"] for r in rows})
+        ax.set_title((titles[i] + ": " if titles else "") + f"T = {T}, {rows[0]['K']} pairs, D = "
+                     f"{','.join(map(str, widths))}, {steps} steps", fontsize=9)
         ax.set_xlabel("state size (floats per block)")
-        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.05)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("MQAR test accuracy")
-    legend = {}
-    for ax in axes[0]:  # every label once, whichever panel has it
-        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
-    fig.legend(legend.values(), legend.keys(), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=5, fontsize=8)
+    handles = [matplotlib.lines.Line2D([], [], color=c, marker="o", ls="none", label=k) for k, c in colour.items()]
+    handles += [matplotlib.lines.Line2D([], [], color="0.3", marker=m, ls="none", mfc=f, label=label) for m, f, label in
+                (("o", None, "SPEN block"), ("s", None, "GPT-2 block"), ("o", "none", "reader of the traces"),
+                 ("x", None, "the same arm, twice the steps"))]
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=7, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)
     return True
+
+
+def redraw_figure(result_files: list, path: Path, titles: list | None = None) -> None:
+    """The README's figure from several sweeps' results.json side by side (the default and the factorial):
+    python -c "import content_recall as R; R.redraw_figure(['results/content_recall/results.json',
+    'results/content_recall/factorial_results.json'], 'figures/content_recall.png', ['default', 'factorial'])"
+    """
+    summaries, chance = [], {}
+    for f in result_files:
+        result = json.loads(Path(f).read_text())
+        c = result["config"]
+        for T, K in zip(c["lengths"], c["kv_pairs"]):
+            test = mqar(c["n_test"], T, K, c["vocab"], seed=[TEST_SEED, T], noise=c["noise"])
+            chance[T] = chance_accuracy(*test, c["vocab"])
+        runs = [dict(r, budget_steps=r.get("budget_steps", r["budget"]["steps"])) for r in result["runs"]]
+        summaries.append(summarise(runs))  # runs written before budget_steps existed carry it in their budget
+    save_figure(summaries, Path(path), chance, titles)
 
 
 # ----------------------------------------------------------------------------- CLI
 
 # Presets fix the whole sweep; explicit flags override them. Pairs grow with length: the preset's table, else T/8.
+FIRST_MIXERS = ("ema", "ema-learned", "selective", "linattn", "gla", "attention", *LOCALISATION)  # the default's
+VECTOR_ARMS = ("ema", "ema-long", "ema-learned", "selective", "cumavg", "ema-wide", "legs", "longconv")
+FACTORIAL = (*VECTOR_ARMS, *(f"{m}@gpt2" for m in VECTOR_ARMS), "linattn-paper", "linattn-long", "linattn-one",
+             "linattn", "gla", "attention", *LOCALISATION, "trace-attn-history@k0")
 PRESETS = {
     # Sized for 30 minutes on 2 idle CPU cores (two runs at a time, one thread each): the widths and lengths at
     # which attention, with the short convolution, solves MQAR on every seed within 1000 steps (pilots on the
@@ -389,13 +624,20 @@ PRESETS = {
     # batch by length, 1024 tokens a step (with 16 sequences at T = 32, attention at D = 128 failed 2 seeds of 3).
     "cpu": dict(widths="64,128", lengths="32,64", pairs={32: 4, 64: 8}, tokens=1024, vocab=128, steps=1000,
                 lrs="1e-3,3e-3,1e-2", lr_width=64, lr_length=64, n_test=1000, n_val=500, seeds="0,1,2",
-                early_stop=0.0),
+                early_stop=0.0, mixers=",".join(FIRST_MIXERS)),
     # Zoology Figure 2 scale: vocabulary 8192, widths 64-512, lengths 64-512 with 4-64 pairs, batch by length
     # (about 16k tokens a step), up to 20k steps with early stop at 0.99 validation accuracy, lr from a log grid.
     "zoology": dict(widths="64,128,256,512", lengths="64,128,256,512", pairs={64: 4, 128: 8, 256: 16, 512: 64},
                     tokens=16384,
                     vocab=8192, steps=20000, lrs="1e-4,3e-4,1e-3,3e-3,1e-2", lr_width=128, lr_length=256,
-                    n_test=3000, n_val=1000, seeds="0,1,2", early_stop=0.99),
+                    n_test=3000, n_val=1000, seeds="0,1,2", early_stop=0.99, mixers=",".join(FIRST_MIXERS)),
+    # What lets a recurrence recall (README, "Four hypotheses"): the default grid's hardest point, every arm of the
+    # design (FACTORIAL), 4000 steps, then 8000 for the arms below 0.9, and the probe on the SPEN and on attention.
+    # About 5 hours on one CPU thread (--workers 1), measured in results/content_recall/README.md.
+    "factorial": dict(widths="64", lengths="64", pairs={64: 8}, tokens=1024, vocab=128, steps=4000, lrs="1e-3,3e-3",
+                      lr_width=64, lr_length=64, n_test=1000, n_val=500, seeds="0,1,2", early_stop=0.0,
+                      mixers=",".join(FACTORIAL), extend_below=0.9, extend_steps=8000, probe_arms="ema,attention",
+                      probe_steps=3000),
 }
 
 
@@ -403,7 +645,8 @@ def get_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
                                 formatter_class=help_formatter(PRESETS))
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="sweep size and training budget")
-    p.add_argument("--mixers", default=",".join(MIXERS), help="comma-separated mixers to compare")
+    p.add_argument("--mixers", default=None, help="comma-separated arms to compare: a mixer, with @gpt2 a vector state "
+                   f"in GPT-2's block, with @k<N> its own --conv-kernel (mixers: {', '.join(MIXERS)})")
     p.add_argument("--widths", default=None, help="comma-separated model widths D")
     p.add_argument("--lengths", default=None, help="comma-separated sequence lengths T")
     p.add_argument("--kv-pairs", default=None, help="comma-separated key-value pairs K, one per length (default: the "
@@ -423,6 +666,14 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--early-stop", type=float, default=None, help="stop a run once its validation accuracy "
                    "reaches this (0 = off: every run trains for --steps)")
     p.add_argument("--eval-every", type=int, default=250, help="steps between early-stop checks")
+    p.add_argument("--extend-below", type=float, default=None, help="arms whose mean test accuracy at the lr point is "
+                   "below this run every seed again with --extend-steps (default: the preset's, else 0 = never)")
+    p.add_argument("--extend-steps", type=int, default=None, help="the longer budget for those arms (default: the "
+                   "preset's, else 0)")
+    p.add_argument("--probe-arms", default=None, help="comma-separated arms whose trained models (lr point, every "
+                   "seed) get an MLP probe of their state at the query position (default: the preset's, else none)")
+    p.add_argument("--probe-steps", type=int, default=None, help="training steps of each probe (default: the "
+                   "preset's, else 3000)")
     p.add_argument("--noise", action=argparse.BooleanOptionalAction, default=True, help="fill non-pair, non-query "
                    "positions with random tokens (Zoology) instead of token 0")
     p.add_argument("--conv-kernel", type=int, default=3, help="causal depthwise convolution in front of every "
@@ -452,7 +703,7 @@ def get_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     user_point = {k: getattr(args, k) for k in ("lr_width", "lr_length") if getattr(args, k) is not None}
     preset = PRESETS[args.preset]
-    for k, v in preset.items():
+    for k, v in {**dict(extend_below=0.0, extend_steps=0, probe_arms="", probe_steps=3000), **preset}.items():
         if getattr(args, k, "") is None:
             setattr(args, k, v)
 
@@ -467,6 +718,7 @@ def get_args(argv=None) -> argparse.Namespace:
         return values
 
     args.mixers = [m for m in args.mixers.split(",") if m]
+    args.probe_arms = [m for m in args.probe_arms.split(",") if m]
     args.widths, args.lengths = ints("widths", args.widths), ints("lengths", args.lengths)
     args.seeds = ints("seeds", args.seeds)
     args.kv_pairs = ints("kv-pairs", args.kv_pairs) if args.kv_pairs else \
@@ -476,10 +728,14 @@ def get_args(argv=None) -> argparse.Namespace:
         args.lrs = [float(v) for v in str(args.lrs).split(",") if v]
     except ValueError:
         p.error(f"--lrs {args.lrs!r}: expected comma-separated numbers")
-    for m in args.mixers:
-        if m not in MIXERS:
-            p.error(f"--mixers: unknown mixer {m!r}; choose from {', '.join(MIXERS)}")
-    for flag in ("steps", "n_test", "n_val", "n_layer", "ffn_mult", "head_dim", "eval_every"):
+    for m in args.mixers + args.probe_arms:
+        try:
+            parse_arm(m)
+        except ValueError as err:
+            p.error(f"--mixers: {err}")
+    if set(args.probe_arms) - set(args.mixers):
+        p.error(f"--probe-arms {','.join(args.probe_arms)}: a probe reads a trained model; add the arm to --mixers")
+    for flag in ("steps", "n_test", "n_val", "n_layer", "ffn_mult", "head_dim", "eval_every", "probe_steps"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be a positive integer")
     if args.conv_kernel < 0 or not args.lrs or min(args.lrs) <= 0:
@@ -521,24 +777,26 @@ def main(argv=None) -> dict:
     device = pick_device(args.device)
     workers = args.workers if args.workers is not None else (min(2, os.cpu_count() or 1) if device == "cpu" else 1)
     out_dir = Path(args.out_dir)
-    done = {job_key(r): r for r in read_jsonl(out_dir / "metrics.jsonl") if r.get("budget") == budget(args)} \
-        if args.resume else {}
+    done = {job_key(r): r for r in read_jsonl(out_dir / "metrics.jsonl")
+            if r.get("budget") == budget(args, r.get("budget", {}).get("steps"))} if args.resume else {}
     lr_D, lr_T = args.lr_width, args.lr_length  # where the learning rate is chosen and the localisation rows run
     setting = {T: (K, B) for T, K, B in zip(args.lengths, args.kv_pairs, args.batch)}
+    chance = {T: chance_accuracy(*mqar(args.n_test, T, K, args.vocab, seed=[TEST_SEED, T], noise=args.noise),
+                                 args.vocab) for T, (K, _) in setting.items()}
     t_start = time.perf_counter()
-    n_grid = sum(1 if m in LOCALISATION else len(args.widths) * len(args.lengths) for m in args.mixers)
+    n_grid = sum(1 if parse_arm(m)[0] in LOCALISATION else len(args.widths) * len(args.lengths) for m in args.mixers)
     n_runs = len(args.mixers) * (len(args.lrs) if len(args.lrs) > 1 else 0) + n_grid * len(args.seeds)
     print(f"MQAR: {len(args.mixers)} mixers, widths {args.widths}, lengths {args.lengths} (pairs {args.kv_pairs}, "
-          f"batch {args.batch}), V {args.vocab}, seeds {args.seeds}, {args.steps} steps; {n_runs} runs on {device} "
-          f"with {workers} worker(s)")
+          f"batch {args.batch}), V {args.vocab}, seeds {args.seeds}, {args.steps} steps; at most {n_runs} runs on "
+          f"{device} with {workers} worker(s)")
 
     # metrics.jsonl is the folder's metrics file: one line per finished run, the record --resume reads back.
     with RunFolder(out_dir, args.resume, args.overwrite, protected=("metrics.jsonl", "results.json",
-                                                                         "content_recall.png")) as run, \
+                                                                         "content_recall.png", "models/*.pt")) as run, \
             StopOnSignal() as stop:
         # 1. Learning rate per mixer: one width and length, the first seed, scored on the validation set.
         common = dict(args=args, T=lr_T, K=setting[lr_T][0], B=setting[lr_T][1], D=lr_D, seed=args.seeds[0],
-                      split="val")
+                      split="val", budget_steps=args.steps)
         lr_runs = run_jobs([dict(common, mixer=m, lr=lr) for m in args.mixers for lr in args.lrs] if len(args.lrs) > 1
                            else [], workers, run, stop, t_start, done)
         chosen_lr = {}
@@ -548,28 +806,49 @@ def main(argv=None) -> dict:
 
         # 2. The sweep, every mixer at its own learning rate, scored on the test set; the localisation rows (the
         #    paper's predictor ablation, which only needs a point where a content gap exists) at the lr point only.
-        jobs = [dict(args=args, mixer=m, D=D, T=T, K=setting[T][0], B=setting[T][1], lr=chosen_lr[m], seed=s,
-                     split="test")
-                for m in args.mixers for T in args.lengths for D in args.widths for s in args.seeds
-                if m not in LOCALISATION or (D, T) == (lr_D, lr_T)]
-        runs = run_jobs(jobs, workers, run, stop, t_start, done)
+        #    The first seed's run at the lr point is the learning-rate run itself (trained once, scored on both).
+        def sweep(mixers: list, steps: int) -> list:
+            jobs = [dict(args=args, mixer=m, D=D, T=T, K=setting[T][0], B=setting[T][1], lr=chosen_lr[m], seed=s,
+                         split="test", budget_steps=steps)
+                    for m in mixers for T in args.lengths for D in args.widths for s in args.seeds
+                    if parse_arm(m)[0] not in LOCALISATION or (D, T) == (lr_D, lr_T)]
+            for r in lr_runs:
+                if r["lr"] == chosen_lr[r["mixer"]] and r["budget_steps"] == steps and "test_acc" in r:
+                    done.setdefault(job_key(dict(r, split="test")), dict(r, split="test", acc=r["test_acc"],
+                                                                          loss=r["test_loss"]))
+            return run_jobs(jobs, workers, run, stop, t_start, done)
+
+        runs = sweep(args.mixers, args.steps)
+        # 3. The arms still below --extend-below get every seed again with --extend-steps: "cannot" or "not yet".
+        mean = {m: np.mean([r["acc"] for r in runs if r["mixer"] == m and (r["D"], r["T"]) == (lr_D, lr_T)])
+                for m in args.mixers}
+        slow = [m for m in args.mixers if mean[m] < args.extend_below]
+        runs += sweep(slow, args.extend_steps) if slow and args.extend_steps > args.steps else []
+        # 4. The probe: a strong reader trained on each frozen model of the --probe-arms at the lr point.
+        probes = run_jobs([dict(common, mixer=m, lr=chosen_lr[m], seed=s, split="probe", budget_steps=args.probe_steps,
+                                model_steps=args.steps)
+                           for m in args.probe_arms for s in args.seeds], workers, run, stop, t_start, done)
         wall = time.perf_counter() - t_start
-    summary = summarise(runs)
-    table = format_table(summary, chosen_lr)
+    summary = summarise(runs + probes)
+    table = format_table(summary, chosen_lr, chance)
     print(f"\nMQAR test accuracy (mean +- std over seeds {args.seeds}; {args.n_test} test sequences per length)")
     print(table)
+    if {m for cell in DESIGN.values() for m in cell} <= {parse_arm(m)[0] for m in args.mixers}:
+        print("\nThe factorial, by coefficients and state (SPEN block / GPT-2 block):\n" + format_design(summary))
     print(f"learning rates (validation accuracy at D = {lr_D}, T = {lr_T}):")
     for m in args.mixers:
         grid = ", ".join(f"{r['lr']:.0e}: {r['acc']:.3f}" for r in sorted(lr_runs, key=lambda r: r["lr"])
                          if r["mixer"] == m)
         print(f"  {m}: chose {chosen_lr[m]:.0e} from [{grid or 'a single value'}]")
+    new = [r for r in runs + lr_runs + probes if job_key(r) not in done]
     print(f"wall time {wall / 60:.1f} min on {device} ({workers} worker(s)); CPU seconds in runs "
-          f"{sum(r['seconds'] for r in runs + lr_runs if job_key(r) not in done):.0f}")
+          f"{sum(r['seconds'] for r in new):.0f}")
     figure = out_dir / "content_recall.png"
-    has_figure = args.figure and save_figure(summary, figure)
-    result = dict(summary=summary, chosen_lr=chosen_lr, lr_sweep=lr_runs, runs=runs, table=table, wall_seconds=wall,
-                  figure=portable(figure) if has_figure else None, config=portable(vars(args)),
-                  model_config=asdict(model_config(args, lr_D, lr_T)), workers=workers, **run_info(device))
+    has_figure = args.figure and save_figure([summary], figure, chance)
+    result = dict(summary=summary, chosen_lr=chosen_lr, chance=chance, lr_sweep=lr_runs, runs=runs, probes=probes,
+                  table=table, wall_seconds=wall, figure=portable(figure) if has_figure else None,
+                  config=portable(vars(args)), model_config=asdict(model_config(args, lr_D, lr_T)), workers=workers,
+                  **run_info(device))
     write_json_atomic(out_dir / "results.json", result)
     return result
 

@@ -668,7 +668,7 @@ def get_args(argv=None) -> argparse.Namespace:
     args.eval_datasets = [d for d in args.eval_datasets.split(",") if d]
     if set(args.eval_datasets) - set(DATASETS):
         p.error(f"--eval-datasets: unknown {sorted(set(args.eval_datasets) - set(DATASETS))}; choose from {DATASETS}")
-    width = {"attention": args.n_head, "linattn": 2 * args.n_head, "gla": 2 * args.n_head}.get(args.mixer, 1)
+    width = 2 * args.n_head if args.mixer in MATRIX_MIXERS else args.n_head if args.mixer == "attention" else 1
     if args.d_model % width:  # every head gets an equal share of the width (linear attention: keys get half of it)
         p.error(f"--n-head {args.n_head}: --mixer {args.mixer} needs --d-model {args.d_model} divisible by {width}")
     if args.eval_tokens < args.block_size:
