@@ -513,18 +513,50 @@ def evaluate_model(model: SPCN, sentences: dict[str, list[dict]], meta: dict, fl
     return result
 
 
+WINDOW_BACKOFF = ((-2, -1, 0, 1, 2), (-2, -1, 1, 2), (-1, 0, 1), (-1, 1), (0,))  # offsets of each key, tried in order
+
+
+def window_lookup(train: list[dict], roles: list[str]):
+    """The +-2-word window lookup (labels), fitted on `train`: a function split -> (N,) role ids in file order. Each
+    token gets the majority train_a role of its most specific key seen in train_a, backing off from the 5 words
+    around t, to the 4 context words without t itself (so a held-out noun in its unseen role still finds its
+    context), to the 3 words around t, to its 2 neighbours, to the word alone. Sentence edges are padded with <s>
+    and </s>; ties go to the first role."""
+    def keys(tokens: list[str], i: int) -> list[tuple]:
+        p = ["<s>", "<s>"] + tokens + ["</s>", "</s>"]
+        return [(k, *(p[i + 2 + o] for o in offs)) for k, offs in enumerate(WINDOW_BACKOFF)]
+
+    index, counts = {r: k for k, r in enumerate(roles)}, {}
+    for s in train:
+        for i, r in enumerate(s["roles"]):
+            for key in keys(s["tokens"], i):
+                counts.setdefault(key, np.zeros(len(roles), dtype=np.int64))[index[r]] += 1
+    return lambda split: np.array([int(counts[next(k for k in keys(s["tokens"], i) if k in counts)].argmax())
+                                   for s in split for i in range(len(s["tokens"]))], dtype=np.int64)
+
+
 def floors(sentences: dict[str, list[dict]], meta: dict, flat: dict, splits: tuple[str, ...]) -> dict:
-    """Model-free floors: the word -> majority role lookup over all of train_a (labels; ties: first role, as in
-    bigru_baseline.py) and word identity as a clustering (one-to-one on the read-out sample; V-measure)."""
+    """Model-free floors, all fitted on train_a (labels), each with accuracy, sd accuracy and the V-measure of its
+    predictions: the word -> majority role lookup (ties: first role, as in bigru_baseline.py); the same lookup with
+    every ambiguous word (more than one train_a role) and every held-out noun (meta.json) called AGENT, i.e. the
+    constant AGENT on sd tokens; the +-2-word window lookup (window_lookup). Also word identity as a clustering
+    (one-to-one on the read-out sample; V-measure)."""
     ids, gold = torch.cat(encode(sentences["train_a"], meta["vocabulary"])).numpy(), flat["train_a"]["gold"]
     counts = np.zeros((2, len(meta["vocabulary"]) + 1, len(meta["roles"])), dtype=np.int64)
     n_fit = sum(len(s["tokens"]) for s in sentences["train_a"][:READOUT_SENTENCES])
     np.add.at(counts, ((np.arange(len(ids)) >= n_fit).astype(int), ids, gold), 1)  # [0]: read-out sample, [1]: rest
     lookup, one_to_one, out = counts.sum(0).argmax(1), best_one_to_one(counts[0]), {}
+    held_out = {h["noun"] for h in meta["held_out_pairings"]}
+    as_agent = np.array([False] + [len(meta["train_roles_by_word"][w]) > 1 or w in held_out
+                                   for w in meta["vocabulary"]])  # (V + 1,), row 0 = padding
+    agent_rule, window = np.where(as_agent, meta["roles"].index("AGENT"), lookup), window_lookup(
+        sentences["train_a"], meta["roles"])
+    with_v = lambda f, pred: {**score(f, pred), "V": v_measure(f["gold"], pred)}  # noqa: E731
     for s in splits:
         f, ids = flat[s], torch.cat(encode(sentences[s], meta["vocabulary"])).numpy()
-        out[s] = {"lookup": score(f, lookup[ids]), "word identity 1:1": score(f, one_to_one[ids]),
-                  "word identity V": v_measure(f["gold"], ids)}
+        out[s] = {"lookup": with_v(f, lookup[ids]), "ambiguous as AGENT": with_v(f, agent_rule[ids]),
+                  "window +-2": with_v(f, window(sentences[s])),
+                  "word identity 1:1": score(f, one_to_one[ids]), "word identity V": v_measure(f["gold"], ids)}
     return out
 
 
