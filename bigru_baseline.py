@@ -106,8 +106,8 @@ class BiGRUTagger(nn.Module):
 
 # ---------------------------------------------------------------- data + metrics
 # ---- role-task data and scoring: hebbian_roles.py copies this block verbatim (tests/test_copies.py) ----
-SPLITS = ("train_a", "dev_a", "test_a", "test_b", "test_deep")
-EVAL_SPLITS = ("dev_a", "test_a", "test_b", "test_deep")
+SPLITS = ("train_a", "dev_a", "test_a", "test_b", "test_deep", "test_pairs")
+EVAL_SPLITS = ("dev_a", "test_a", "test_b", "test_deep", "test_pairs")
 REGENERATE = "rerun `python data/roles/prepare.py --force` to regenerate the benchmark"
 
 

@@ -302,8 +302,8 @@ def hebbian_update(model: SPCN, z: torch.Tensor, e_x: torch.Tensor, e_c: torch.T
 
 # ---------------------------------------------------------------- data + metrics
 # ---- role-task data and scoring, copied verbatim from bigru_baseline.py (tests/test_copies.py) ----
-SPLITS = ("train_a", "dev_a", "test_a", "test_b", "test_deep")
-EVAL_SPLITS = ("dev_a", "test_a", "test_b", "test_deep")
+SPLITS = ("train_a", "dev_a", "test_a", "test_b", "test_deep", "test_pairs")
+EVAL_SPLITS = ("dev_a", "test_a", "test_b", "test_deep", "test_pairs")
 REGENERATE = "rerun `python data/roles/prepare.py --force` to regenerate the benchmark"
 
 
