@@ -99,6 +99,8 @@ class Config:
     batch_size: int = 64        # sentences per Hebbian update (~550 tokens)
     init_scale: float = 0.1     # std of the initial feedback weights
     type_weighted: bool = True  # read-out: k-means weighs a token by 1/count of its word type (no labels needed)
+    read_from: str = "latent"   # what the read-outs see: the settled latent z, or (no network trained) the raw
+                                # inputs [x; c] ("inputs") or the word codes x alone ("codes"): where the roles sit
 
 
 # ---------------------------------------------------------------- model: the EMA scan (copied from ema_lm.py)
@@ -392,10 +394,15 @@ def batches(data: list[torch.Tensor], batch_size: int, gen: torch.Generator | No
 
 @torch.no_grad()
 def states(model: SPCN, data: list[torch.Tensor], prior: bool = True, batch_size: int = 512) -> torch.Tensor:
-    """Frozen model: the settled latent of every token of a split, (N, H), in file order."""
+    """Frozen model: the settled latent of every token of a split, (N, H), in file order; with cfg.read_from
+    "inputs" or "codes", the network's inputs instead: [x; c] (N, D + Dc) or x (N, D)."""
     out: list[torch.Tensor | None] = [None] * len(data)
     for group, ids, lengths in batches(data, batch_size, None):
-        Z, _ = run_batch(model, ids, lengths, learn=False, prior=prior)
+        if model.cfg.read_from == "latent":
+            Z, _ = run_batch(model, ids, lengths, learn=False, prior=prior)  # (B, T, H)
+        else:
+            x, c = model.inputs(ids, lengths)  # (B, T, D), (B, T, Dc)
+            Z = x if model.cfg.read_from == "codes" else torch.cat([x, c], 2)
         for b, i in enumerate(group):
             out[i] = Z[b, :lengths[b]]
     return torch.cat(out)
@@ -507,7 +514,7 @@ def evaluate_model(model: SPCN, sentences: dict[str, list[dict]], meta: dict, fl
         preds, clusters = apply_readout(readout, states(model, data))
         result[split] = {name: score(f, p, meta["roles"] if name == HEADLINE else None) for name, p in preds.items()}
         result[split].update({f"V K={K}": v_measure(f["gold"], cl) for K, cl in clusters.items()})
-        if model.cfg.use_spa and split == "dev_a":  # share of tokens whose K = 14 cluster moves without the prior
+        if model.cfg.use_spa and model.cfg.read_from == "latent" and split == "dev_a":  # K = 14 moves without mu?
             no_prior = apply_readout(readout, states(model, data, prior=False))[1][14]
             result[split]["prior_moves_cluster"] = float((no_prior != clusters[14]).mean())
     return result
@@ -573,7 +580,8 @@ def train(sentences: list[dict], vocabulary: list[str], cfg: Config, seed: int, 
         n, s1, s2 = n + len(c), s1 + c.sum(0), s2 + (c ** 2).sum(0)
     model = SPCN(codes, c_codes, s1 / n, (s2 / n - (s1 / n) ** 2).clamp(min=0).sqrt() + 1e-6, cfg, seed)
     gen = torch.Generator().manual_seed(seed + 1000)  # batch order, independent of the init stream
-    plan = [b for _ in range(cfg.epochs) for b in batches(data, cfg.batch_size, gen)]
+    plan = [b for _ in range(cfg.epochs) for b in batches(data, cfg.batch_size, gen)] if cfg.read_from == "latent" \
+        else []  # the inputs do not depend on the Hebbian weights: nothing to train
     log, t0, n_tok = [], time.time(), 0
     bar = tqdm(plan, desc=desc or f"seed {seed}", disable=quiet, mininterval=1.0)
     for step, (_, ids, lengths) in enumerate(bar):
@@ -594,6 +602,8 @@ ABLATIONS = {  # name -> what changes: each newly active part, and the floor wit
     "no_bottleneck": dict(active=10 ** 6),               # dense latent: every unit may be on
     "codes_both": dict(codes="both"),                    # a word's own code also from its right neighbour
     "token_weighted": dict(type_weighted=False),         # plain k-means read-out (same model, other read-out)
+    "read_inputs": dict(read_from="inputs"),             # read-outs of the raw inputs [x; c], no network (a floor)
+    "read_codes": dict(read_from="codes"),               # read-outs of the word codes x alone (no context)
 }
 
 
@@ -666,9 +676,11 @@ def table(res: dict) -> str:
     """Per split every read-out (accuracy / sd accuracy, %), the lookup and the BiGRU; then each variant's headline."""
     v, fl, bg = res["variants"], res["floors"], res.get("bigru_summary", {})
     both = lambda d, k="sd": f"{pct(d)} / {pct(d, k)}"  # noqa: E731
-    rows = [f"{s}: " + "; ".join(f"{n} {both(h[n])}" for n in READOUTS) + f"; V K=14 {pct(h['V K=14'])}; lookup "
-            f"{100 * fl[s]['lookup']['accuracy']:.1f} / {100 * fl[s]['lookup']['sd']:.1f}; BiGRU "
-            f"{both(bg.get(s), 'structure_dependent_accuracy')}" for s, h in v["hebbian"]["summary"].items()]
+    floor = lambda s: "; ".join(f"{n} {100 * fl[s][n]['accuracy']:.1f} / {100 * fl[s][n]['sd']:.1f}"  # noqa: E731
+                                for n in ("lookup", "ambiguous as AGENT", "window +-2"))
+    rows = [f"{s}: " + "; ".join(f"{n} {both(h[n])}" for n in READOUTS) + f"; V K=14 {pct(h['V K=14'])}; "
+            f"{floor(s)}; BiGRU {both(bg.get(s), 'structure_dependent_accuracy')}"
+            for s, h in v["hebbian"]["summary"].items()]
     rows += [f"ratio to the BiGRU ({HEADLINE}), {s}: {r[HEADLINE]['accuracy']:.3f} overall, {r[HEADLINE]['sd']:.3f} sd"
              for s, r in res.get("ratio_to_bigru", {}).items()]
     return "\n".join(rows + [f"{n:14s} " + " | ".join(f"{s} {both(x[HEADLINE])}" for s, x in var["summary"].items())

@@ -212,6 +212,22 @@ def test_floors_on_a_tiny_benchmark(tiny_data):
     assert fl["test_a"]["lookup"]["sd"] < fl["test_a"]["ambiguous as AGENT"]["sd"]  # the swaps defeat the lookup
 
 
+def test_read_from_inputs_and_codes(tiny_data):
+    """The 'where the information sits' variants read the network's inputs, and train nothing."""
+    meta, sentences = hr.load_role_data(tiny_data)
+    data = hr.encode(sentences["dev_a"][:5], meta["vocabulary"])
+    model, log = hr.train(sentences["train_a"][:100], meta["vocabulary"], replace(TINY, read_from="inputs"), 0)
+    assert log == [] and torch.equal(model.W_x, hr.SPCN(model.codes, model.c_codes, model.c_mean, model.c_std,
+                                                         model.cfg, 0).W_x), "read_inputs must not train"
+    ids = torch.nn.utils.rnn.pad_sequence(data, batch_first=True)
+    x, c = model.inputs(ids, torch.tensor([len(d) for d in data]))
+    Z = hr.states(model, data)
+    assert Z.shape == (sum(map(len, data)), x.shape[2] + c.shape[2])
+    assert torch.equal(Z[:len(data[0])], torch.cat([x, c], 2)[0, :len(data[0])])
+    model.cfg = replace(model.cfg, read_from="codes")
+    assert torch.equal(hr.states(model, data), torch.cat([model.codes[d] for d in data]))
+
+
 def test_readout_refuses_test_splits():
     Z, gold, ids = torch.rand(50, 4), np.arange(50) % 7, torch.arange(50) % 5 + 1
     for split in ("dev_a", "test_a", "test_b", "test_deep"):
