@@ -409,25 +409,28 @@ def states(model: SPCN, data: list[torch.Tensor], prior: bool = True, batch_size
 
 
 # ---------------------------------------------------------------- evaluation: the read-outs
-def sq_dist(X: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-    """(N, F), (K, F) -> (N, K) squared Euclidean distances, as one matmul."""
-    return ((X * X).sum(1, keepdim=True) - 2 * X @ C.T + (C * C).sum(1)).clamp(min=0)
+def sq_dist(X: torch.Tensor, C: torch.Tensor, xx: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, F), (K, F) -> (N, K) squared Euclidean distances, as one matmul; xx = (X * X).sum(1, keepdim=True)
+    may be passed in when X is reused (k-means: no (N, F) temporary per call)."""
+    xx = (X * X).sum(1, keepdim=True) if xx is None else xx
+    return (xx - 2 * X @ C.T + (C * C).sum(1)).clamp(min=0)
 
 
 def kmeans(X: torch.Tensor, K: int, seed: int, weight: torch.Tensor | None = None, restarts: int = 3) -> torch.Tensor:
     """Weighted Lloyd's k-means, k-means++ seeding, best of `restarts` by inertia. X (N, F) -> centroids (K, F)."""
     g, w, best = torch.Generator().manual_seed(seed), torch.ones(len(X)) if weight is None else weight, (None, math.inf)
+    xx, Xw = (X * X).sum(1, keepdim=True), X * w[:, None]  # (N, 1), (N, F): computed once, not per step
     for _ in range(restarts):
         C = X[torch.multinomial(w, 1, generator=g)]
         for _ in range(K - 1):  # k-means++: next centre drawn with probability ~ weight * squared distance
-            d2 = sq_dist(X, C).min(1).values * w
+            d2 = sq_dist(X, C, xx).min(1).values * w
             C = torch.cat([C, X[torch.multinomial(d2 / d2.sum(), 1, generator=g)]])
         for _ in range(50):  # Lloyd steps
-            assign = sq_dist(X, C).argmin(1)  # (N,)
+            assign = sq_dist(X, C, xx).argmin(1)  # (N,)
             mass = torch.zeros(K).index_add_(0, assign, w)  # (K,)
-            sums = torch.zeros_like(C).index_add_(0, assign, X * w[:, None])  # (K, F)
+            sums = torch.zeros_like(C).index_add_(0, assign, Xw)  # (K, F)
             C = torch.where(mass[:, None] > 0, sums / mass.clamp(min=1e-12)[:, None], C)  # (K, F); empty: keep
-        best = min(best, (C, float((sq_dist(X, C).min(1).values * w).sum())), key=lambda b: b[1])
+        best = min(best, (C, float((sq_dist(X, C, xx).min(1).values * w).sum())), key=lambda b: b[1])
     return best[0]
 
 
