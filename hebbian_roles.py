@@ -99,6 +99,7 @@ class Config:
     batch_size: int = 64        # sentences per Hebbian update (~550 tokens)
     init_scale: float = 0.1     # std of the initial feedback weights
     type_weighted: bool = True  # read-out: k-means weighs a token by 1/count of its word type (no labels needed)
+    trace_weight: str = "none"  # "surprisal": each word's trace input scaled by -log p(word) (issue 24's attempt)
     read_from: str = "latent"   # what the read-outs see: the settled latent z, or (no network trained) the raw
                                 # inputs [x; c] ("inputs") or the word codes x alone ("codes"): where the roles sit
 
@@ -577,6 +578,10 @@ def train(sentences: list[dict], vocabulary: list[str], cfg: Config, seed: int, 
     """Unsupervised training on the tokens of `sentences` (role labels, if present, are never read)."""
     data = encode(sentences, vocabulary)
     codes, c_codes = (word_codes(data, len(vocabulary) + 1, kind, cfg, seed) for kind in (cfg.codes, cfg.context_codes))
+    if cfg.trace_weight == "surprisal":  # frequent words ("the", "a", "was") weigh less in the traces; mean weight 1
+        count = torch.bincount(torch.cat(data), minlength=len(vocabulary) + 1).float()
+        surprisal = -(count.clamp(min=1) / count.sum()).log()
+        c_codes = c_codes * (surprisal / (count * surprisal).sum() * count.sum())[:, None]
     n, s1, s2 = 0, 0.0, 0.0  # one pass for the context's per-dimension mean and std over training tokens
     for _, ids, lengths in batches(data, 512, None):
         c = context_traces(c_codes[ids], lengths, cfg)[torch.arange(ids.shape[1])[None, :] < lengths[:, None]]
