@@ -75,7 +75,8 @@ READOUTS = ("1:1 K=7", "M:1 K=7", "M:1 K=14", "M:1 K=28", "probe")  # the last o
 @dataclass
 class Config:
     codes: str = "left"         # code of the word itself: mean code of the word before it (role-free), or "both"
-    context_codes: str = "both"  # codes the traces average: left and right neighbours (finer classes), or "left"
+    context_codes: str = "both"  # codes the traces average: left and right neighbours (finer classes), or "left",
+                                 # or "classes" (one-hot learned word classes: word_classes, issue 24's attempt)
     code_dim: int = 64          # D: random base codes for ~90 word types; 64 dims keeps them nearly orthogonal
     hidden: int = 64            # H latent units
     active: int = 4             # k of the k-winners-take-all latent: the bottleneck (k >= H turns it off)
@@ -577,7 +578,9 @@ def train(sentences: list[dict], vocabulary: list[str], cfg: Config, seed: int, 
           desc: str = "") -> tuple[SPCN, list[dict]]:
     """Unsupervised training on the tokens of `sentences` (role labels, if present, are never read)."""
     data = encode(sentences, vocabulary)
-    codes, c_codes = (word_codes(data, len(vocabulary) + 1, kind, cfg, seed) for kind in (cfg.codes, cfg.context_codes))
+    codes = word_codes(data, len(vocabulary) + 1, cfg.codes, cfg, seed)
+    c_codes = word_classes(sentences, vocabulary, seed) if cfg.context_codes == "classes" else \
+        word_codes(data, len(vocabulary) + 1, cfg.context_codes, cfg, seed)
     if cfg.trace_weight == "surprisal":  # frequent words ("the", "a", "was") weigh less in the traces; mean weight 1
         count = torch.bincount(torch.cat(data), minlength=len(vocabulary) + 1).float()
         surprisal = -(count.clamp(min=1) / count.sum()).log()
@@ -601,6 +604,20 @@ def train(sentences: list[dict], vocabulary: list[str], cfg: Config, seed: int, 
     return model, log
 
 
+# ---------------------------------------------------------------- variant (issue 24): traces of learned word classes
+def word_classes(sentences: list[dict], vocabulary: list[str], seed: int) -> torch.Tensor:
+    """(V, H) one-hot word classes for the traces to average, learned with zero labels: a word type's class is the
+    most active unit of its mean settled latent over its train_a tokens, under the selected SPCN (Config's
+    defaults, same seed). Row 0 (padding) is 0. The traces then carry sequences of classes, not of word identities."""
+    model, _ = train(sentences, vocabulary, Config(), seed)
+    data = encode(sentences, vocabulary)
+    Z, ids, V = states(model, data), torch.cat(data), len(vocabulary) + 1  # (N, H), (N,)
+    mean = torch.zeros(V, Z.shape[1]).index_add_(0, ids, Z) / torch.bincount(ids, minlength=V).clamp(min=1)[:, None]
+    classes = F.one_hot(mean.argmax(1), Z.shape[1]).float()  # (V, H)
+    classes[0] = 0
+    return classes
+
+
 # ---------------------------------------------------------------- CLI
 ABLATIONS = {  # name -> what changes: each newly active part, and the floor without context
     "no_traces": dict(use_traces=False, use_spa=False),  # the current word's code only (a floor)
@@ -613,6 +630,12 @@ ABLATIONS = {  # name -> what changes: each newly active part, and the floor wit
     "read_inputs": dict(read_from="inputs"),             # read-outs of the raw inputs [x; c], no network (a floor)
     "read_codes": dict(read_from="codes"),               # read-outs of the word codes x alone (no context)
 }
+ATTEMPTS = {  # issue 24's moonshot: the best 3 of 14 dev_a configurations (results/roles/README.md); not run by default
+    "dense_forward": dict(active=10 ** 6, direction="forward"),
+    "class_traces": dict(context_codes="classes", read_from="inputs"),  # read-outs of [x; traces of classes]
+    "class_traces_forward": dict(context_codes="classes", read_from="inputs", direction="forward"),
+}
+ABLATIONS.update(ATTEMPTS)
 
 
 def listed(kind, flag: str, ok, need: str):
@@ -645,7 +668,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="BiGRU results for the ratios (make them: python bigru_baseline.py)")
     add("--seeds", type=listed(int, "--seeds", lambda s: s >= 0, "seeds are integers >= 0, e.g. 0,1,2"),
         default="0,1,2", help="comma-separated seeds (codes, weights, batch order, k-means)")
-    add("--ablations", default=",".join(ABLATIONS), help="comma-separated ablations after the main model, or none",
+    add("--ablations", default=",".join(a for a in ABLATIONS if a not in ATTEMPTS),
+        help="comma-separated ablations after the main model, or none",
         type=listed(str, "--ablations", lambda a: a in ABLATIONS or a == "none", f"choose from {list(ABLATIONS)}"))
     add("--dev-only", action="store_true", help="tuning mode: score dev_a only, never compute a test-split state")
     add("--codes", default=c.codes, choices=("left", "both"), help="code of the word itself (see docstring)")

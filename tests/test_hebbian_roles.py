@@ -228,6 +228,18 @@ def test_read_from_inputs_and_codes(tiny_data):
     assert torch.equal(hr.states(model, data), torch.cat([model.codes[d] for d in data]))
 
 
+def test_word_classes_are_one_hot_and_label_free(tiny_data, monkeypatch):
+    meta, sentences = hr.load_role_data(tiny_data)
+    train = sentences["train_a"][:150]
+    monkeypatch.setattr(hr, "Config", lambda: TINY)  # the class learner at test size
+    classes = hr.word_classes(train, meta["vocabulary"], seed=0)
+    assert classes.shape == (len(meta["vocabulary"]) + 1, TINY.hidden) and classes[0].sum() == 0
+    assert torch.equal(classes[1:].sum(1), torch.ones(len(meta["vocabulary"])))  # one class per word type
+    shuffled = [{**s, "roles": random.Random(i).sample(s["roles"], len(s["roles"]))} for i, s in enumerate(train)]
+    assert torch.equal(classes, hr.word_classes(shuffled, meta["vocabulary"], seed=0)), "classes read no label"
+    assert not set(hr.ATTEMPTS) & set(hr.parse_args([]).ablations), "the attempts are not in the default run"
+
+
 def test_readout_refuses_test_splits():
     Z, gold, ids = torch.rand(50, 4), np.arange(50) % 7, torch.arange(50) % 5 + 1
     for split in ("dev_a", "test_a", "test_b", "test_deep"):
