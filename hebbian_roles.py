@@ -32,14 +32,18 @@ Model (the paper gives only constants; equations and choices are ours), for toke
 
 Commands (CPU; no GPU needed): OMP_NUM_THREADS=1 python bigru_baseline.py && OMP_NUM_THREADS=1 python hebbian_roles.py
   Tuning: hebbian_roles.py --dev-only --seeds 0 --ablations none [flags]. Tests: pytest -q tests/test_hebbian_roles.py
+  Issue 24's attempts: hebbian_roles.py --ablations class_traces_forward,class_traces --out-dir runs/moonshot
 
-Measured (seeds 0-2; 2-core AMD EPYC VM shared at load 3.6-4.4, 1 thread; 614 s wall, 420 s CPU). M:1 K=14, % of
-tokens / of sd tokens: test_a 77.2 +- 1.5 / 55.1 +- 2.0, test_b 67.9 +- 3.7 / 50.7 +- 5.8, test_deep 82.6 +- 1.5 /
-57.6 +- 7.2. BiGRU (selected on dev_a): 100.0 / 100.0, 93.4 / 75.6, 97.6 / 88.7; lookup sd 19.0, 56.7, 73.1.
-Ratio to the BiGRU on test_a 0.772 (paper 0.96): NOT reproduced. sd above the lookup on test_a only; far below
-the BiGRU on test_b sd. The no-traces ablation scores higher (test_a 79.8), while a labelled probe on the dense
-ablation's states gets 87.3 of test_a's sd tokens: the traces hold roles, the zero-label clusters miss them.
-Tuning (dev_a): 14 configurations + the best 3 with 3 seeds, the same budget as the BiGRU's.
+Measured (seeds 0-2; 2-core AMD EPYC VM shared at load 4-5, 1 thread; the timing is in results/roles/README.md).
+M:1 K=14, % of tokens / of sd tokens: test_a 77.2 +- 1.5 / 55.1 +- 2.0, test_b 67.9 +- 3.7 / 50.7 +- 5.8, test_deep
+82.6 +- 1.5 / 57.6 +- 7.2, test_pairs 82.3 +- 0.4 / 50.1 +- 0.2. BiGRU (selected on dev_a): 100.0 / 100.0, 93.4 /
+75.6, 97.6 / 88.7, 100.0 / 100.0. Floors on sd (train_a lookups, no model): ambiguous nouns as AGENT 56.5, 49.9,
+70.0, 50.0; +-2-word window 87.0, 74.5, 82.7, 50.0. Ratio to the BiGRU on test_a 0.772 (paper 0.96): NOT
+reproduced, and sd is at or below the constant-AGENT level on every split. Where the roles are lost: a labelled
+probe reads 98.2 of test_a's sd tokens (69.5 of test_pairs') off the raw inputs, 87.3 (71.3) off the dense latent
+(no_bottleneck) and 56.8 (49.8) off the selected k-winners-take-all latent; k-means finds none of it on any of
+them (52.3-56.1 on test_a, 49.6-50.1 on test_pairs). Tuning (dev_a): 14 configurations + the best 3 with 3 seeds,
+the BiGRU's budget; issue 24's attempts (ATTEMPTS) had the same budget and did not meet their target.
 
 Glossary. B sentences, T length, D / Dc code / context width, H latent units, k units on, K clusters, N tokens,
 W SPA window, sd structure-dependent token, M:1 / 1:1 many-to-one / one-to-one naming of clusters.
