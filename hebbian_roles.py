@@ -431,8 +431,12 @@ def kmeans(X: torch.Tensor, K: int, seed: int, weight: torch.Tensor | None = Non
         for _ in range(K - 1):  # k-means++: next centre drawn with probability ~ weight * squared distance
             d2 = sq_dist(X, C, xx).min(1).values * w
             C = torch.cat([C, X[torch.multinomial(d2 / d2.sum(), 1, generator=g)]])
-        for _ in range(50):  # Lloyd steps
+        previous = None
+        for _ in range(50):  # Lloyd steps; an assignment that repeats is a fixed point: C would not change again
             assign = sq_dist(X, C, xx).argmin(1)  # (N,)
+            if previous is not None and torch.equal(assign, previous):
+                break
+            previous = assign
             mass = torch.zeros(K).index_add_(0, assign, w)  # (K,)
             sums = torch.zeros_like(C).index_add_(0, assign, Xw)  # (K, F)
             C = torch.where(mass[:, None] > 0, sums / mass.clamp(min=1e-12)[:, None], C)  # (K, F); empty: keep
@@ -478,9 +482,10 @@ def fit_readout(split: str, Z: torch.Tensor, gold: np.ndarray, ids: torch.Tensor
     lin = nn.Linear(Z.shape[1], K_roles)
     nn.init.normal_(lin.weight, std=0.01, generator=g), nn.init.zeros_(lin.bias)
     opt = torch.optim.Adam(lin.parameters(), lr=0.05)
+    Xp, yp = (Z[idx] - mean) / std, torch.from_numpy(gold)[idx]  # the probe's training set, standardised once
     with torch.enable_grad():
         for _ in range(150):  # full batch
-            opt.zero_grad(), F.cross_entropy(lin((Z[idx] - mean) / std), torch.from_numpy(gold)[idx]).backward()
+            opt.zero_grad(), F.cross_entropy(lin(Xp), yp).backward()
             opt.step()
     return {**out, "probe": (lin, mean, std)}
 
