@@ -183,6 +183,63 @@ def test_one_to_one_readout_on_constructed_example():
     assert list(hr.best_one_to_one(np.array([[5, 0], [9, 1], [0, 3]]))) == [-1, 0, 1]  # more clusters than roles
 
 
+def sentence(words: str, roles: str) -> dict:
+    return {"tokens": words.split(), "roles": roles.split()}
+
+
+def test_window_lookup_backs_off_in_order():
+    roles = ["AGENT", "PATIENT", "ACTION", "FUNCTION"]
+    train = [sentence("the dog ran", "FUNCTION AGENT ACTION"),
+             sentence("the dog was seen", "FUNCTION PATIENT FUNCTION ACTION"),
+             sentence("the dog was seen", "FUNCTION PATIENT FUNCTION ACTION"),
+             sentence("a cat ran", "FUNCTION AGENT ACTION")]
+    window = hr.window_lookup(train, roles)
+    # "the dog ran" is a seen 5-word window (AGENT), although "dog" is mostly PATIENT; "the mouse ran": unseen
+    # window, its context (<s> the _ ran </s>) was seen as AGENT; "a dog was": only the word is left (PATIENT).
+    assert list(window([sentence("the dog ran", "FUNCTION AGENT ACTION")])) == [3, 0, 2]
+    assert window([sentence("the mouse ran", "FUNCTION AGENT ACTION")])[1] == 0
+    assert window([sentence("a dog was", "FUNCTION PATIENT FUNCTION")])[1] == 1
+
+
+def test_floors_on_a_tiny_benchmark(tiny_data):
+    meta, sentences = hr.load_role_data(tiny_data)
+    flat = {s: hr.flatten_split(sentences[s], meta) for s in hr.SPLITS}
+    fl = hr.floors(sentences, meta, flat, ("dev_a", "test_a"))
+    agent = meta["roles"].index("AGENT")
+    for s in ("dev_a", "test_a"):  # on sd tokens the AGENT rule is the share of AGENT among them
+        assert fl[s]["ambiguous as AGENT"]["sd"] == pytest.approx((flat[s]["gold"][flat[s]["sd"]] == agent).mean())
+        assert set(fl[s]["window +-2"]) == {"accuracy", "sd", "V"}
+    assert fl["test_a"]["lookup"]["sd"] < fl["test_a"]["ambiguous as AGENT"]["sd"]  # the swaps defeat the lookup
+
+
+def test_read_from_inputs_and_codes(tiny_data):
+    """The 'where the information sits' variants read the network's inputs, and train nothing."""
+    meta, sentences = hr.load_role_data(tiny_data)
+    data = hr.encode(sentences["dev_a"][:5], meta["vocabulary"])
+    model, log = hr.train(sentences["train_a"][:100], meta["vocabulary"], replace(TINY, read_from="inputs"), 0)
+    assert log == [] and torch.equal(model.W_x, hr.SPCN(model.codes, model.c_codes, model.c_mean, model.c_std,
+                                                         model.cfg, 0).W_x), "read_inputs must not train"
+    ids = torch.nn.utils.rnn.pad_sequence(data, batch_first=True)
+    x, c = model.inputs(ids, torch.tensor([len(d) for d in data]))
+    Z = hr.states(model, data)
+    assert Z.shape == (sum(map(len, data)), x.shape[2] + c.shape[2])
+    assert torch.equal(Z[:len(data[0])], torch.cat([x, c], 2)[0, :len(data[0])])
+    model.cfg = replace(model.cfg, read_from="codes")
+    assert torch.equal(hr.states(model, data), torch.cat([model.codes[d] for d in data]))
+
+
+def test_word_classes_are_one_hot_and_label_free(tiny_data, monkeypatch):
+    meta, sentences = hr.load_role_data(tiny_data)
+    train = sentences["train_a"][:150]
+    monkeypatch.setattr(hr, "Config", lambda: TINY)  # the class learner at test size
+    classes = hr.word_classes(train, meta["vocabulary"], seed=0)
+    assert classes.shape == (len(meta["vocabulary"]) + 1, TINY.hidden) and classes[0].sum() == 0
+    assert torch.equal(classes[1:].sum(1), torch.ones(len(meta["vocabulary"])))  # one class per word type
+    shuffled = [{**s, "roles": random.Random(i).sample(s["roles"], len(s["roles"]))} for i, s in enumerate(train)]
+    assert torch.equal(classes, hr.word_classes(shuffled, meta["vocabulary"], seed=0)), "classes read no label"
+    assert not set(hr.ATTEMPTS) & set(hr.parse_args([]).ablations), "the attempts are not in the default run"
+
+
 def test_readout_refuses_test_splits():
     Z, gold, ids = torch.rand(50, 4), np.arange(50) % 7, torch.arange(50) % 5 + 1
     for split in ("dev_a", "test_a", "test_b", "test_deep"):

@@ -8,6 +8,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bigru_baseline import structure_dependent  # noqa: E402
 from data.roles import prepare as prep  # noqa: E402
 
 SMALL = dict(seed=0, n_train=1500, n_dev=200, n_test=200)
@@ -61,7 +62,7 @@ def test_held_out_pairings_absent_from_training_and_present_in_test_a(small):
     _, meta, data = small
     pairings = {p["noun"]: p for p in meta["held_out_pairings"]}
     assert set(pairings) == set(prep.AGENT_ONLY) | set(prep.PATIENT_ONLY)
-    for s in ("train_a", "dev_a", "test_b", "test_deep"):  # only test_a may swap
+    for s in ("train_a", "dev_a", "test_b", "test_deep", "test_pairs"):  # only test_a may swap
         for rec in data[s]:
             for w, r in zip(rec["tokens"], rec["roles"]):
                 if w in pairings:
@@ -146,6 +147,42 @@ def test_structure_dependent_tokens_are_mostly_nouns(small):
     multi = {w for w, rs in meta["train_roles_by_word"].items() if len(rs) > 1}
     nouns = set(prep.ANIMATE) | set(prep.CONTAINERS)
     assert multi <= nouns and len(multi) >= len(prep.ANIMATE), f"multi-role words {sorted(multi)}"
+
+
+def test_pairs_need_more_than_the_local_window(small):
+    """test_pairs by construction: minimal pairs share the head noun's +-2-word window and differ in its role; the
+    deciding word is at least 5 positions away; the head is each sentence's only structure-dependent token."""
+    _, meta, data = small
+    recs, train_roles = data["test_pairs"], meta["train_roles_by_word"]
+    assert len(recs) == meta["sizes"]["test_pairs"] == 200 and len(recs) % 2 == 0
+    for active, passive in zip(recs[::2], recs[1::2]):
+        i, a, p = active["target"], active["tokens"], passive["tokens"]
+        assert active["pair"] == passive["pair"] and passive["target"] == i
+        assert (active["roles"][i], passive["roles"][i]) == ("AGENT", "PATIENT") and a[i] in prep.ANIMATE
+        differ = next(k for k in range(min(len(a), len(p))) if a[k] != p[k])
+        assert differ >= i + 5, f"{' '.join(a)!r} / {' '.join(p)!r}: decided {differ - i} words after the noun"
+        assert p[differ] == "was" and (a[differ] in prep.INTRANSITIVE or p[differ + 1] == prep.TRANSITIVE[a[differ]])
+        for rec in (active, passive):
+            sd = [k for k, m in enumerate(structure_dependent(rec["tokens"], rec["roles"], train_roles)) if m]
+            assert sd == [i], f"{rec['id']}: sd tokens {sd}, expected only the head {i}"
+    assert {r["construction"].rsplit("_", 1)[0] for r in recs} == {f"pairs_{k}" for k in prep.PAIR_RELATIVES}
+
+
+def test_any_window_function_scores_half_on_pairs(small):
+    """Whatever a +-2-word window maps to, it answers both members of a pair alike: exactly 50% on the heads."""
+    _, _, data = small
+    window = lambda rec: tuple((["<s>"] * 2 + rec["tokens"] + ["</s>"] * 2)[rec["target"]:rec["target"] + 5])  # noqa: E731
+    for rule in (lambda w: "AGENT", lambda w: "PATIENT" if len("".join(w)) % 2 else "AGENT"):
+        hits = [rule(window(r)) == r["roles"][r["target"]] for r in data["test_pairs"]]
+        assert sum(hits) * 2 == len(hits)
+
+
+def test_hand_written_pair():
+    subj = lambda: prep.with_relative(np_("dog"), prep.rel_object("that", np_("wolf"), "saw"))  # noqa: E731
+    assert prep.transitive(subj(), "chased", np_("ball")) == tagged(
+        "the dog that the wolf saw chased the ball", "F A F F A V V F P")
+    assert prep.passive(subj(), "chased", np_("fox")) == tagged(
+        "the dog that the wolf saw was chased by the fox", "F P F F A V F V F F A")
 
 
 def test_unknown_construction_error_names_it():

@@ -24,7 +24,21 @@ the task cannot be solved from word identity alone:
   when that argument is an object relative's subject the inner clause is also centre-embedded in its
   parent ("the cat that the dog that the girl saw chased slept"). The main clause is transitive,
   intransitive or passive. Training never has more than one relative clause per sentence.
-- Every word type of every split occurs in train_a; no sentence occurs twice across all five splits.
+- Pairs (test_pairs, made last, so the five splits above are byte-identical to roles-v1): a split that the
+  words near a noun cannot solve. Sentences come in minimal pairs that share every word up to the main verb:
+  an animate, ambiguous head noun (train roles AGENT, PATIENT, RECIPIENT) carries a depth-1 relative clause
+  (subject "that chased the ball", passive "that was seen by the wolf", or object "that the wolf saw"), and
+  the main clause is active in one member ("chased the mouse", "slept": head = AGENT) and passive with "by"
+  in the other ("was chased by the fox": head = PATIENT). The deciding word (the main verb or "was") is at
+  least 5 positions after the head noun, and the head's +-2-word window lies inside the shared prefix, so
+  every function of that window (word and context lookups of any back-off) gives both members the same answer
+  and scores exactly 50% on the heads, the constant-AGENT level (tested). The passive relative puts "was ...
+  by" to the right of the head in both members, so a bag of the words to the right does not decide either.
+  Every other noun is fixed by its word in train_a (inanimate or PATIENT_ONLY objects, AGENT_ONLY agents),
+  so the heads are the split's only structure-dependent tokens (tested). All constructions are grammar A's
+  (a relative on the main subject, active or passive-with-by main clause): the split measures structure,
+  not transfer. Record fields "pair" (pair index) and "target" (the head's position) mark the pairs.
+- Every word type of every split occurs in train_a; no sentence occurs twice across all six splits.
 - Structure-dependent token (computed identically by every script from meta.json's train_roles_by_word):
   a token whose gold role is not the single role its word type has in train_a, i.e. the set of roles of
   the word in train_a is not exactly {gold role}. This covers words seen with several roles (animate nouns,
@@ -45,9 +59,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-GENERATOR_VERSION = "roles-v1"
+GENERATOR_VERSION = "roles-v2"  # v2 adds test_pairs; the five v1 splits are unchanged
 ROLES = ("AGENT", "PATIENT", "RECIPIENT", "LOCATION", "ACTION", "MODIFIER", "FUNCTION")
-SPLITS = ("train_a", "dev_a", "test_a", "test_b", "test_deep")
+SPLITS = ("train_a", "dev_a", "test_a", "test_b", "test_deep", "test_pairs")
 A, P, R, L, V, M, F = ROLES  # short names for the builders below
 
 # ---------------------------------------------------------------- lexicon
@@ -282,6 +296,56 @@ class Sampler:
                          f"{sorted(GRAMMAR_A) + sorted(GRAMMAR_B) + sorted(GRAMMAR_DEEP)}")
 
 
+PAIR_RELATIVES = ("subject_relative", "passive_relative", "object_relative")
+
+
+def minimal_pair(sampler: Sampler) -> tuple[Tagged, Tagged, str]:
+    """Two sentences that share every word up to the main verb (see the docstring's "Pairs"): the first has an
+    active main clause (head = AGENT), the second a passive one with "by" (head = PATIENT); and the relative
+    clause's kind. Every noun but the head has one role in train_a (objects PATIENT_ONLY or inanimate, agents
+    AGENT_ONLY), so the head is the only structure-dependent token."""
+    rng, pick = sampler.rng, sampler.pick
+
+    def np_from(pool: tuple) -> NP:  # Sampler.np's adjective and determiner rates, from a given pool of nouns
+        noun, adj = pick(pool), pick(ADJECTIVES) if rng.random() < 0.2 else None
+        return noun_phrase(noun, "the" if rng.random() < 0.75 else ("an" if (adj or noun)[0] in "aeiou" else "a"), adj)
+
+    fixed_patient, fixed_agent = (lambda: np_from(OBJECTS + PATIENT_ONLY)), (lambda: np_from(AGENT_ONLY))
+    head = np_from(ANIMATE)
+    pron, verb, kind = sampler.pron(head), pick(tuple(TRANSITIVE)), pick(PAIR_RELATIVES)
+    if kind == "subject_relative":
+        subj = with_relative(head, rel_subject(pron, verb, fixed_patient()))
+    elif kind == "passive_relative":
+        subj = with_relative(head, rel_subject_passive(pron, TRANSITIVE[verb], fixed_agent()))
+    else:
+        subj = with_relative(head, rel_object(pron, fixed_agent(), verb))
+    main_verb = pick(tuple(TRANSITIVE))
+    active = (transitive(subj, main_verb, fixed_patient()) if rng.random() < 0.7
+              else intransitive(subj, pick(INTRANSITIVE)))
+    return active, passive(subj, TRANSITIVE[main_verb], fixed_agent()), kind
+
+
+def generate_pairs(n: int, rng: random.Random, seen: set[tuple[str, ...]]) -> list[dict]:
+    """n sentences (n // 2 minimal pairs, active member first), none seen before (`seen` is updated)."""
+    sampler, records, attempts = Sampler(rng), [], 0
+    while len(records) < 2 * (n // 2):
+        attempts += 1
+        if attempts > 200 * n + 1000:
+            raise RuntimeError(f"test_pairs: only {len(records)} of {n} unique sentences after {attempts} draws; "
+                               f"lower the split size")
+        active, passive_, kind = minimal_pair(sampler)
+        pair = [tuple(w for w, _ in s) for s in (active, passive_)]
+        if any(p in seen for p in pair):
+            continue
+        target = next(i for i, (w, r) in enumerate(active) if r == A and w in ANIMATE)  # the head noun
+        for tagged, tokens, voice in ((active, pair[0], "active"), (passive_, pair[1], "passive")):
+            seen.add(tokens)
+            records.append({"id": f"test_pairs-{len(records):05d}", "tokens": list(tokens),
+                            "roles": [r for _, r in tagged], "construction": f"pairs_{kind}_{voice}", "depth": 1,
+                            "pair": len(records) // 2, "target": target})
+    return records
+
+
 def has_swap(tagged: Tagged) -> bool:
     """True if a held-out noun carries the role it never has in training (the test_a condition)."""
     return any((w in AGENT_ONLY and r == P) or (w in PATIENT_ONLY and r == A) for w, r in tagged)
@@ -290,6 +354,8 @@ def has_swap(tagged: Tagged) -> bool:
 # ---------------------------------------------------------------- splits
 def generate_split(split: str, n: int, rng: random.Random, seen: set[tuple[str, ...]]) -> list[dict]:
     """n sentences never seen before in any split (`seen` is updated in place)."""
+    if split == "test_pairs":
+        return generate_pairs(n, rng, seen)
     grammar = {"test_b": GRAMMAR_B, "test_deep": GRAMMAR_DEEP}.get(split, GRAMMAR_A)
     names, weights = list(grammar), list(grammar.values())
     sampler = Sampler(rng, swap=split == "test_a")
@@ -319,11 +385,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def prepare(out_dir: str | Path = Path(__file__).resolve().parent, seed: int = 0, n_train: int = 20000,
             n_dev: int = 2000, n_test: int = 2000) -> dict:
-    """Generate all five splits and meta.json into out_dir; returns the meta dict."""
+    """Generate all six splits and meta.json into out_dir; returns the meta dict."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng, seen = random.Random(seed), set()
-    sizes = {"train_a": n_train, "dev_a": n_dev, "test_a": n_test, "test_b": n_test, "test_deep": n_test}
+    sizes = {"train_a": n_train, "dev_a": n_dev, "test_a": n_test, "test_b": n_test, "test_deep": n_test,
+             "test_pairs": 2 * (n_test // 2)}
     data = {s: generate_split(s, sizes[s], rng, seen) for s in SPLITS}
 
     train_roles: dict[str, set[str]] = {}
@@ -366,7 +433,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0, help="generator seed; same seed -> byte-identical files")
     ap.add_argument("--n_train", type=int, default=20000, help="sentences in train_a")
     ap.add_argument("--n_dev", type=int, default=2000, help="sentences in dev_a")
-    ap.add_argument("--n_test", type=int, default=2000, help="sentences in each of test_a, test_b, test_deep")
+    ap.add_argument("--n_test", type=int, default=2000,
+                    help="sentences in each of test_a, test_b, test_deep and test_pairs (rounded down to pairs)")
     ap.add_argument("--force", action="store_true", help="regenerate even if meta.json already exists")
     args = ap.parse_args(argv)
     meta_path = Path(args.out_dir) / "meta.json"
