@@ -73,7 +73,7 @@ from tqdm import tqdm
 
 from data.roles.prepare import prepare as prepare_roles
 from plumbing import (RunFolder, StopOnSignal, check_ranges, command_line, finished_parts, help_formatter, keep_records,
-                      pick_device, run_info, save_checkpoint, write_json_atomic)
+                      pick_device, portable, run_info, save_checkpoint, write_json_atomic)
 
 REPO = Path(__file__).resolve().parent
 
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.resume:  # the epochs logged by a seed that was stopped go; it is trained and logged again
             keep_records(log_path, lambda r: r.get("seed") in kept or "seed" not in r)
         with open(log_path, "a" if args.resume else "w") as f:
-            f.write(json.dumps({"config": asdict(cfg), "seeds": seeds, "args": vars(args), **env}) + "\n")
+            f.write(json.dumps({"config": asdict(cfg), "seeds": seeds, "args": portable(vars(args)), **env}) + "\n")
 
         def log(row: dict) -> None:
             with open(log_path, "a") as f:
@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> dict:
                 ckpt = {"model": model.state_dict(), "config": asdict(cfg), "vocabulary": meta["vocabulary"],
                         "roles": meta["roles"], "seed": seed, "best_epoch": info["best_epoch"]}
                 save_checkpoint(out_dir / f"seed{seed}.pt", ckpt)
-            write_json_atomic(out_dir / f"{prefix}seed{seed}.json", {"args": vars(args), "result": result})
+            write_json_atomic(out_dir / f"{prefix}seed{seed}.json", {"args": portable(vars(args)), "result": result})
             per_seed.append(result)
 
         results = {

@@ -66,8 +66,8 @@ from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
 from data.roles.prepare import prepare as prepare_roles
-from plumbing import (RunFolder, StopOnSignal, check_ranges, command_line, finished_parts, help_formatter, read_json,
-                      run_info, write_json_atomic)
+from plumbing import (RunFolder, StopOnSignal, check_ranges, command_line, finished_parts, help_formatter, portable,
+                      read_json, run_info, write_json_atomic)
 
 REPO = Path(__file__).resolve().parent
 ALPHAS = (0.5, 0.1, 0.02)  # paper, Figure 1: fast, medium, slow; constants, never learned
@@ -818,7 +818,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                                     f"seeds{suffix}/*.json")), \
             StopOnSignal(at_once=stopped), open(out_dir / f"metrics{suffix}.jsonl", "a" if args.resume else "w",
                                                  buffering=1) as log:  # line-buffered: rows land at once
-        log.write(json.dumps({"config": asdict(cfg), "seeds": seeds, "args": vars(args), **env}) + "\n")
+        log.write(json.dumps({"config": asdict(cfg), "seeds": seeds, "args": portable(vars(args)), **env}) + "\n")
         for name, vcfg in variants.items():
             per_seed = []
             for seed in seeds:
@@ -832,7 +832,7 @@ def main(argv: list[str] | None = None) -> dict:
                                         "seconds": round(time.time() - t0, 1)})
                 log.write(json.dumps({"variant": name, "seed": seed, "train_log": train_log,
                                       "final": {s: res[s][HEADLINE] for s in splits}}) + "\n")
-                write_json_atomic(part[name, seed], {"args": vars(args), "result": res})
+                write_json_atomic(part[name, seed], {"args": portable(vars(args)), "result": res})
                 done.append((name, seed))
             out_variants[name] = {"config": asdict(vcfg), "per_seed": per_seed,
                                   "summary": {s: summarise_seeds([r[s] for r in per_seed]) for s in splits}}

@@ -347,14 +347,15 @@ def check_same_settings(saved: dict, now: dict, ignore=(), allow: bool = False, 
 
 def finished_parts(parts: dict, args, ignore=()) -> dict:
     """--resume where a script keeps whole units (a seed; a variant and a seed), each in its own JSON file
-    {"args": vars(args), "result": ...} once finished: {key: result} of the units in `parts` ({key: path}) that
-    an earlier run of these settings finished. Checked before any work: a damaged file, or one written with other
-    settings (apart from `ignore`), is a SystemExit that names it."""
+    {"args": portable(vars(args)), "result": ...} once finished: {key: result} of the units in `parts`
+    ({key: path}) that an earlier run of these settings finished. Checked before any work: a damaged file, or one
+    written with other settings (apart from `ignore`), is a SystemExit that names it."""
     kept = {}
     for key, path in parts.items():
         if Path(path).exists():
             saved = read_json(path, "delete it to run that part again")
-            check_same_settings(saved["args"], vars(args), ignore=ignore, source=Path(path).name, has_allow_flag=False)
+            check_same_settings(saved["args"], portable(vars(args)), ignore=ignore, source=Path(path).name,
+                                has_allow_flag=False)
             kept[key] = saved["result"]
     return kept
 
