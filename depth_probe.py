@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 
 import ema_lm as E
-from plumbing import command_line, load_checkpoint, write_json_atomic
+from plumbing import command_line, help_formatter, load_checkpoint, write_json_atomic
 
 LAGS = (0, 1, 8)  # the current token, the previous one, the token 8 positions back
 N_CLASSES = 1000  # the most frequent token ids of the fitting windows
@@ -188,7 +188,8 @@ def save_figure(rows: list, chance: dict, path: Path) -> None:
 
 
 def get_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
+                                formatter_class=help_formatter())
     p.add_argument("runs", nargs="+", help="ema_lm.py run folders (each with ckpt.pt and final.json)")
     p.add_argument("--overwrite", action="store_true", help="probe again a run that has depth_probe.json")
     p.add_argument("--figure", default="figures/depth_probe.png", help="where to save the figure ('' = none)")

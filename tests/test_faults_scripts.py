@@ -157,6 +157,21 @@ def test_compare_refuses_partial_damaged_and_repeated_runs(tmp_path, files, word
     assert status == 1 and words in msg
 
 
+def test_compare_keeps_runs_of_other_settings_apart(tmp_path, capsys):
+    """Runs of one mixer with another --conv-kernel, --depth-mixing or block are other rows, never one mean."""
+    settings = [{}, {"conv_kernel": 3}, {"depth_mixing": "dwa"}, {"depth_mixing": "residual", "conv_kernel": 0},
+                {"block": "gpt2"}]
+    runs = []
+    for i, config in enumerate(settings):
+        run = tmp_path / f"run{i}"
+        run.mkdir()
+        (run / "final.json").write_text(json.dumps(scores(4, partial=False, max_steps=4)))
+        (run / "config.json").write_text(json.dumps({"config": {"max_steps": 4, **config}}))
+        runs.append(str(run))
+    out = compare_tool().main(runs)
+    assert out["runs"] == {"ema": 2, "ema, conv 3": 1, "ema, dwa": 1, "ema, gpt2 block": 1}
+
+
 @pytest.mark.parametrize("module", ["ema_lm", "content_recall", "ablation_attention", "hebbian_roles",
                                     "bigru_baseline", "bench", "depth_probe"])
 def test_help_shows_one_real_default_per_flag(module, capsys):

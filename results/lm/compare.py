@@ -3,7 +3,8 @@
     python results/lm/compare.py runs/ptb-ema-small-s* runs/ptb-attention-small-s* runs/ptb-gla-small-s*
 
 Reads each run folder's final.json (or eval.json from `python ema_lm.py --eval-only`, whichever is later), groups
-the runs by mixer (and FFN, where it is not the block's own), and prints a Markdown table: perplexity and loss by
+the runs by mixer and by every setting that changes the model (an FFN that is not the block's own, the block,
+--conv-kernel, --depth-mixing; from config.json), and prints a Markdown table: perplexity and loss by
 token class (ema_lm.py's token_classes), mean +- std over the runs (ddof 1), and the copy probe. Below it, for
 every group after the first, the share of its loss gap to the first group that each token class carries. Refused,
 with one message each: runs scored on other validation windows, partial runs (a final.json of --steps-this-run,
@@ -32,6 +33,7 @@ def latest_scores(run_dir: str) -> dict:
                          f"`python ema_lm.py --eval-only --out-dir {run_dir}` first")
     r = max(found, key=lambda r: r["step"])
     config = read_json(Path(run_dir) / "config.json", fix, default={}).get("config", {})
+    r["group"] = group_name(r, config)
     max_steps = r.get("max_steps") or config.get("max_steps")
     if max_steps is not None and r["step"] < max_steps:  # an eval.json written before --partial was recorded
         r["partial"] = True
@@ -41,10 +43,21 @@ def latest_scores(run_dir: str) -> dict:
     return r
 
 
+def group_name(r: dict, config: dict) -> str:
+    """The table's row label: the mixer, then each setting that differs from the paper's model (older runs
+    record None for settings that did not exist yet, which were then the defaults)."""
+    own_ffn = "sparse" if r["mixer"] in SPEN_MIXERS else "dense"
+    extras = [f"{r['ffn']} FFN" if r["ffn"] != own_ffn else "",
+              f"{config['block']} block" if config.get("block") not in (None, "auto") else "",
+              f"conv {config['conv_kernel']}" if config.get("conv_kernel") else "",
+              config["depth_mixing"] if config.get("depth_mixing") not in (None, "residual") else ""]
+    return ", ".join([r["mixer"], *filter(None, extras)])
+
+
 def compare_runs(run_dirs: list) -> dict:
-    """Loss by token class and the copy probe, mean +- std over the runs of each mixer (and FFN, if not the
-    block's own), and the share of the loss gap between the first group and each other one that every class
-    carries: n_c (L_c^other - L_c^first) / (N (L^other - L^first)); the shares add up to 1."""
+    """Loss by token class and the copy probe, mean +- std over the runs of each group (group_name), and the
+    share of the loss gap between the first group and each other one that every class carries:
+    n_c (L_c^other - L_c^first) / (N (L^other - L^first)); the shares add up to 1."""
     resolved = [Path(d).resolve() for d in run_dirs]
     twice = sorted({str(d) for d in resolved if resolved.count(d) > 1})
     if twice:
@@ -56,8 +69,7 @@ def compare_runs(run_dirs: list) -> dict:
         if any(r["classes"][c]["count"] != first["classes"][c]["count"] for c in r["classes"]):
             raise SystemExit(f"compare.py: {d} was scored on other validation windows than the first run "
                              "(block size, --eval-tokens or dataset differ); compare runs scored alike")
-        own_ffn = "sparse" if r["mixer"] in SPEN_MIXERS else "dense"
-        groups.setdefault(r["mixer"] if r["ffn"] == own_ffn else f"{r['mixer']}, {r['ffn']} FFN", []).append(r)
+        groups.setdefault(r["group"], []).append(r)
     cols, probes = ("all", *TOKEN_CLASSES), ("probe_first", "probe_second")
     counts = next(iter(groups.values()))[0]["classes"]
     mean = {m: {c: np.mean([r["classes"][c]["loss"] for r in rs]) for c in cols} for m, rs in groups.items()}
