@@ -77,9 +77,11 @@ Commands:
 
 Measured (3 seeds; 2-core AMD EPYC VM, torch 2.13.0; tables in results/content_recall/README.md): the default
 runs in 23.3 minutes on 2 idle cores. At T = 64, D = 128: attention 1.000, gla 0.962, linattn 0.935, selective
-0.088, ema 0.021 (chance 0.125). Given 4000 steps at T = 64, D = 64: linattn 0.956 and gla 0.955 (constant and
-input-dependent decays recall alike), selective 0.094, ema 0.060, trace-attn-current 0.056 and
-trace-attn-history 0.871: the content survives in the sequence of traces, not in the SPEN's fixed-size state.
+0.088, ema 0.021 (chance 0.089). The factorial (T = 64, D = 64, 4000 steps): linattn with decays frozen at the
+long spread 0.957, learned 0.960, gla 0.959, attention 1.000; with the paper's decays 0.181; every vector state,
+up to 4,096 floats, fixed, learned or input-dependent, in either block, 0.06-0.14; trace-attn-current 0.057, the
+MLP probe of the SPEN's state 0.108 (of attention's 1.000); trace-attn-history 0.971, 0.612 without the short
+convolution. Recall needs a content-addressed state with a long enough memory, not input-dependent coefficients.
 
 Glossary: B batch, T sequence length, D width (d_model), S traces per block (3), H heads, K key-value pairs
 per sequence, V vocabulary, L blocks. a = alpha (weight of the new input in a trace).
@@ -633,7 +635,8 @@ PRESETS = {
                     n_test=3000, n_val=1000, seeds="0,1,2", early_stop=0.99, mixers=",".join(FIRST_MIXERS)),
     # What lets a recurrence recall (README, "Four hypotheses"): the default grid's hardest point, every arm of the
     # design (FACTORIAL), 4000 steps, then 8000 for the arms below 0.9, and the probe on the SPEN and on attention.
-    # About 5 hours on one CPU thread (--workers 1), measured in results/content_recall/README.md.
+    # Without the 8000-step stage: about 3.5 hours on one CPU thread (--workers 1) beside other runs, 194 minutes of
+    # runs (results/content_recall/README.md); the 8000-step stage would add about 2.5 more (an estimate).
     "factorial": dict(widths="64", lengths="64", pairs={64: 8}, tokens=1024, vocab=128, steps=4000, lrs="1e-3,3e-3",
                       lr_width=64, lr_length=64, n_test=1000, n_val=500, seeds="0,1,2", early_stop=0.0,
                       mixers=",".join(FACTORIAL), extend_below=0.9, extend_steps=8000, probe_arms="ema,attention",

@@ -33,11 +33,11 @@ Commands:
     torchrun --standalone --nproc_per_node=8 ema_lm.py --preset paper --dataset fineweb   # 8 GPUs, PyTorch DDP
 
 Measured (2-core CPU, one thread per run; README "Results", results/lm/README.md): default small preset on PTB,
-614k tokens, seed 0: SPEN (7.29M parameters) validation perplexity 134.6, the attention control (7.24M)
-160.5; gla 242.9 +- 31.7 and linattn 256.4 +- 6.8 (seeds 0-2). The SPEN is ahead on every token class,
-induction tokens included, and at 10x the tokens (context 256, seed 0) still ahead, 68.7 against 76.2, with
-a control that has not learned to copy. At this size and budget the EMA model is *ahead*; the paper's 8x gap
-is at 130M on C4.
+614k tokens, seeds 0-2: SPEN (7.29M parameters) validation perplexity 135.9 +- 1.4, the attention control (7.24M)
+163.3 +- 2.5; gla 242.9 +- 31.7 and linattn 256.4 +- 6.8. The SPEN is ahead on every token class, induction
+tokens included, and at 10x the tokens (context 256, seed 0) still ahead, 68.7 against 76.2, with a control that
+has not learned to copy. At this size and budget the EMA model is *ahead*; the paper's 8x gap is at 130M on C4.
+--depth-mixing dynamic lowers both models' perplexity, dwa does not (README, "Across depth").
 
 Glossary: B batch, T time (tokens), D model width (d_model), S number of traces (3), H FFN hidden width,
 V vocabulary, L blocks. a_s = alpha (weight of the new input), 1 - a_s = the decay. FFN feed-forward network.

@@ -145,6 +145,8 @@ def scores(step: int, **extra) -> dict:
     ({"eval.json": scores(2, partial=True, max_steps=4)}, "partial run (step 2)"),
     ({"eval.json": scores(2), "config.json": {"config": {"max_steps": 4}}}, "partial run (step 2)"),  # older eval.json
     ({"final.json": '{"step": 4, "cla'}, "final.json is unreadable"),
+    ({"final.json": "{}"}, "is not the score record"),
+    ({"final.json": "[1]"}, "is not the score record"),
     ({"final.json": scores(4, partial=False, max_steps=4), "twice": True}, "given more than once"),
 ])
 def test_compare_refuses_partial_damaged_and_repeated_runs(tmp_path, files, words):

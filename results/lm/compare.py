@@ -31,8 +31,13 @@ def latest_scores(run_dir: str) -> dict:
     if not found:
         raise SystemExit(f"compare.py: {run_dir} holds no final.json or eval.json; finish the run or run "
                          f"`python ema_lm.py --eval-only --out-dir {run_dir}` first")
+    keys = ("step", "mixer", "ffn", "val_ppl", "probe_first", "probe_second")
+    if not all(isinstance(r, dict) and all(k in r for k in keys) for r in found):
+        raise SystemExit(f"compare.py: {run_dir}'s final.json or eval.json is not the score record of an ema_lm.py "
+                         f"run (it needs {', '.join(keys)}); {fix}")
     r = max(found, key=lambda r: r["step"])
-    config = read_json(Path(run_dir) / "config.json", fix, default={}).get("config", {})
+    config = read_json(Path(run_dir) / "config.json", fix, default={})
+    config = config.get("config", {}) if isinstance(config, dict) else {}
     r["group"] = group_name(r, config)
     max_steps = r.get("max_steps") or config.get("max_steps")
     if max_steps is not None and r["step"] < max_steps:  # an eval.json written before --partial was recorded
