@@ -78,9 +78,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data.common import load_tokens
-from plumbing import (RunFolder, StopOnSignal, check_fits, check_ranges, check_same_settings, command_line, cut_metrics,
-                      help_formatter, load_checkpoint, lr_at, make_optimizer, pick_device, portable, read_json,
-                      restore_training_state, run_info, save_checkpoint, training_state, write_json_atomic)
+from plumbing import (RunFolder, StopOnSignal, check_fits, check_ranges, check_same_settings, command_line,
+                      compile_static, cut_metrics, help_formatter, load_checkpoint, lr_at, make_optimizer, pick_device,
+                      portable, read_json, restore_training_state, run_info, save_checkpoint, training_state,
+                      write_json_atomic)
 
 ROOT = Path(__file__).resolve().parent
 ALPHAS = (0.5, 0.1, 0.02)  # paper, Figure 1: fast, medium, slow; constants, never learned
@@ -520,7 +521,7 @@ def train_run(args, row: str, seed: int, data: dict, device: str, bar: tqdm, sto
         step, tokens_seen, seconds = ckpt["step"], ckpt["tokens_seen"], ckpt["seconds"]
         bar.update(step)
     cut_metrics(out_dir / "metrics.jsonl", step)  # the steps after the checkpoint are trained and logged again
-    train_model = torch.compile(model) if compile_model else model
+    train_model = compile_static(model) if compile_model else model
     accum = args.batch_tokens // (args.micro_batch * cfg.block_size)
     info = dict(config=portable(vars(args)), row=row, seed=seed, model_config=asdict(cfg), params=model.num_params(),
                 **run_info(device))

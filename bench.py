@@ -42,8 +42,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import ema_lm as E
-from plumbing import (command_line, git_commit, help_formatter, make_optimizer, peak_bf16_flops, pick_device,
-                      write_json_atomic)
+from plumbing import (command_line, compile_static, git_commit, help_formatter, make_optimizer, peak_bf16_flops,
+                      pick_device, write_json_atomic)
 
 ROOT = Path(__file__).resolve().parent
 
@@ -68,12 +68,6 @@ def timed(fn, device: str, reps: int, warmup: int = 2) -> float:
             fn()
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def compiled(fn):
-    """torch.compile with static shapes, after clearing what earlier cases compiled: each case stands alone."""
-    torch._dynamo.reset()
-    return torch.compile(fn, dynamic=False)
 
 
 # ----------------------------------------------------------------------------- recompilation
@@ -132,7 +126,7 @@ def bench_scan(shape, dtype, device: str, reps: int, chunk_sizes, copy_GBps: flo
     g = torch.randn(B, T, S, D, device=device, dtype=dtype)
     floor = B * T * D * (1 + S) * x.element_size() / (copy_GBps * 1e9)  # seconds, forward
     variants = [("ema_scan eager, C=64", lambda x: E.ema_scan(x, E.ALPHAS, 64))]
-    variants += [(f"ema_scan compiled, C={C}", compiled(lambda x, C=C: E.ema_scan(x, E.ALPHAS, C)))
+    variants += [(f"ema_scan compiled, C={C}", compile_static(lambda x, C=C: E.ema_scan(x, E.ALPHAS, C)))
                  for C in chunk_sizes]
     if with_reference:
         variants.insert(0, ("ema_scan_reference (time loop)", lambda x: E.ema_scan_reference(x, E.ALPHAS)))
@@ -216,7 +210,7 @@ def bench_topk(rows: int, H: int, dtype, device: str, reps: int) -> list:
     for method in TOPK:
         fns = [("eager", lambda m=method: topk_mask(a, k, m))]
         if device == "cuda":
-            fns.append(("compiled", lambda f=compiled(lambda x, m=method: topk_mask(x, k, m)): f(a)))
+            fns.append(("compiled", lambda f=compile_static(lambda x, m=method: topk_mask(x, k, m)): f(a)))
         for mode, fn in fns:
             same = bool(torch.equal(fn(), truth))
             t = timed(fn, device, reps)
@@ -237,7 +231,7 @@ def build_case(preset: str, mixer: str, T: int, B: int, device: str, flags: tupl
     torch.manual_seed(0)
     model = E.LanguageModel(E.model_config(args)).to(device)
     opt = make_optimizer(model, args.lr, args.weight_decay)
-    step_model = compiled(model) if device == "cuda" else model
+    step_model = compile_static(model) if device == "cuda" else model
     x = torch.randint(0, 50257, (B, T), device=device)
 
     def step():

@@ -104,8 +104,8 @@ import torch.nn.functional as F
 
 from ema_lm import ALPHAS, MIXERS as LM_MIXERS, SPEN_MIXERS, LanguageModel, ModelConfig, SPENBlock
 from mixers import state_floats
-from plumbing import (RunFolder, StopOnSignal, check_ranges, command_line, help_formatter, lr_at, make_optimizer,
-                      pick_device, portable, read_jsonl, run_info, write_json_atomic)
+from plumbing import (RunFolder, StopOnSignal, check_ranges, command_line, compile_static, help_formatter, lr_at,
+                      make_optimizer, pick_device, portable, read_jsonl, run_info, write_json_atomic)
 
 ROOT = Path(__file__).resolve().parent
 LOCALISATION = ("trace-attn-current", "trace-attn-history")
@@ -282,7 +282,7 @@ def train_run(job: dict) -> dict:
     torch.manual_seed(seed)
     model = build_model(mixer, cfg, args.conv_kernel).to(device)
     compile_model = args.compile if args.compile is not None else device == "cuda"
-    train_model = torch.compile(model) if compile_model else model
+    train_model = compile_static(model) if compile_model else model
     optimizer = make_optimizer(model, lr, args.weight_decay)
     warmup = max(1, steps // 10)
     t0, step = time.perf_counter(), 0

@@ -183,10 +183,18 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.op
                               {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
 
 
+def compile_static(fn):
+    """torch.compile with static shapes, after clearing what this process compiled before: a new shape (another
+    length, the evaluation's batch) compiles anew instead of turning T symbolic (torch 2.11 on CUDA once failed
+    there), and one model's graphs never count against another's recompile limit. For a module or a function."""
+    torch._dynamo.reset()
+    return torch.compile(fn, dynamic=False)
+
+
 def compiled_or_eager(model: nn.Module, batch: int, device: str, autocast) -> nn.Module:
-    """torch.compile(model), tried once on a dummy batch (forward and backward, so both graphs are built);
+    """compile_static(model), tried once on a dummy batch (forward and backward, so both graphs are built);
     if the compiler fails on this torch/GPU, say so and train eagerly rather than not at all."""
-    compiled = torch.compile(model)
+    compiled = compile_static(model)
     try:
         idx = torch.zeros(batch, model.cfg.block_size, dtype=torch.long, device=device)
         with autocast:

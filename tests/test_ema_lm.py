@@ -249,7 +249,8 @@ def test_scan_compiles_without_graph_breaks():
 
 
 def test_a_failing_compiler_falls_back_to_eager(monkeypatch, capsys, make_model):
-    def broken_compile(model):
+    def broken_compile(model, dynamic=None):
+        assert dynamic is False  # static shapes: a new length compiles anew instead of turning symbolic
         def fail(*args, **kwargs):
             raise RuntimeError("inductor exploded")
         return fail
