@@ -190,12 +190,15 @@ def save_figure(rows: list, chance: dict, path: Path) -> None:
 def get_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
                                 formatter_class=help_formatter())
-    p.add_argument("runs", nargs="+", help="ema_lm.py run folders (each with ckpt.pt and final.json)")
+    p.add_argument("runs", nargs="+", help="ema_lm.py run folders (each with final.json, and ckpt.pt unless it holds "
+                   "depth_probe.json already: a committed record is redrawn without its checkpoint)")
     p.add_argument("--overwrite", action="store_true", help="probe again a run that has depth_probe.json")
     p.add_argument("--figure", default="figures/depth_probe.png", help="where to save the figure ('' = none)")
     args = p.parse_args(argv)
     for run in args.runs:
-        missing = [f for f in ("final.json", "ckpt.pt") if not (Path(run) / f).exists()]
+        probed = (Path(run) / "depth_probe.json").exists() and not args.overwrite
+        needed = ("final.json",) if probed else ("final.json", "ckpt.pt")
+        missing = [f for f in needed if not (Path(run) / f).exists()]
         if missing:
             p.error(f"{run} has no {' or '.join(missing)}: give finished ema_lm.py run folders")
     return args

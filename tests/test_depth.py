@@ -83,3 +83,10 @@ def test_probe_run_on_a_tiny_run(tmp_path, lm_argv, monkeypatch):
     assert (row["mixer"], row["depth_mixing"]) == ("ema", "dwa") and len(row["curve_lag0"]) == 2 + 1
     probe = json.loads((tmp_path / "run" / "depth_probe.json").read_text())
     assert all(0 <= a <= 1 for v in probe["accuracy"].values() for a in v) and (tmp_path / "fig.png").exists()
+    record = tmp_path / "record"  # a committed record: final.json and depth_probe.json, no checkpoint
+    record.mkdir()
+    for name in ("final.json", "depth_probe.json"):
+        (record / name).write_text((tmp_path / "run" / name).read_text())
+    assert P.main([str(record), "--figure", ""])["rows"] == out["rows"]
+    with pytest.raises(SystemExit):  # probing it again needs the checkpoint
+        P.main([str(record), "--overwrite", "--figure", ""])
