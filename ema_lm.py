@@ -34,7 +34,7 @@ Commands:
 
 Measured (2-core CPU, one thread per run; README "Results", results/lm/README.md): default small preset on PTB,
 614k tokens, seeds 0-2: SPEN (7.29M parameters) validation perplexity 135.9 +- 1.4, the attention control (7.24M)
-163.3 +- 2.5; gla 242.9 +- 31.7 and linattn 256.4 +- 6.8. The SPEN is ahead on every token class, induction
+163.3 +- 2.5; gla 260.8 +- 20.4 and linattn 250.2 +- 25.2. The SPEN is ahead on every token class, induction
 tokens included, and at 10x the tokens (context 256, seed 0) still ahead, 68.7 against 76.2, with a control that
 has not learned to copy. At this size and budget the EMA model is *ahead*; the paper's 8x gap is at 130M on C4.
 --depth-mixing dynamic lowers both models' perplexity, dwa does not (README, "Across depth").
