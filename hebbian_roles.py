@@ -66,11 +66,11 @@ from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
 from data.roles.prepare import prepare as prepare_roles
+from ema_lm import ALPHAS, ema_scan  # the paper's three decays and the chunked scan (its tests: test_ema_lm.py)
 from plumbing import (RunFolder, StopOnSignal, check_ranges, command_line, finished_parts, help_formatter, portable,
                       read_json, run_info, write_json_atomic)
 
 REPO = Path(__file__).resolve().parent
-ALPHAS = (0.5, 0.1, 0.02)  # paper, Figure 1: fast, medium, slow; constants, never learned
 READOUT_SENTENCES = 5000  # read-outs are fitted on the first 5000 train_a sentences (~43k tokens): CPU time
 HEADLINE = "M:1 K=14"  # the headline read-out (protocol, fixed before the final runs: results/roles/README.md)
 READOUTS = ("1:1 K=7", "M:1 K=7", "M:1 K=14", "M:1 K=28", "probe")  # the last one uses labels: an upper bound
@@ -108,93 +108,6 @@ class Config:
     trace_weight: str = "none"  # "surprisal": each word's trace input scaled by -log p(word) (issue 24's attempt)
     read_from: str = "latent"   # what the read-outs see: the settled latent z, or (no network trained) the raw
                                 # inputs [x; c] ("inputs") or the word codes x alone ("codes"): where the roles sit
-
-
-# ---------------------------------------------------------------- model: the EMA scan (copied from ema_lm.py)
-@torch.compiler.assume_constant_result
-def ema_chunk_matrices(alphas: tuple, C: int, device: torch.device) -> tuple:
-    """The constant weights of ema_scan for chunks of C positions, in float32; they do not depend on T.
-        M       (C*S, K)  row (i, s): [a_s lam_s^(i-j) for j <= i, else 0 | lam_s^(i+1) in column C+s | zeros]
-        w_last  (S, C)    row C-1 of the first part: a chunk's own contribution to its last trace
-        r       (S,)      lam_s^C, the decay across one whole chunk
-    K = C + S rounded up to a multiple of 8, so that every row of M and of the matrix it multiplies starts
-    16-byte aligned in bf16 (an odd K = 67 sent cuBLAS to slow sm75 `align1` kernels on an H200). torch.compile
-    calls this once at trace time and bakes the results in as constants (building them inside the graph trips
-    an inductor bug in torch 2.11 on CUDA, "The argument '-((0))' is not comparable")."""
-    S = len(alphas)
-    a = torch.tensor(alphas, dtype=torch.float64)
-    lam = 1 - a
-    i = torch.arange(C, dtype=torch.float64)
-    dij = i[:, None] - i[None, :]  # (C, C): i - j
-    W = a[:, None, None] * lam[:, None, None] ** dij.clamp(min=0) * (dij >= 0)  # (S, C, C)
-    K = -(-(C + S) // 8) * 8
-    M = torch.zeros(C, S, K, dtype=torch.float64)
-    M[:, :, :C] = W.permute(1, 0, 2)
-    M[:, range(S), range(C, C + S)] = lam[None, :] ** (i[:, None] + 1)  # the carried state, decayed to position i
-    return (M.reshape(C * S, K).float().to(device), W[:, -1].float().to(device),
-            (lam ** C).float().to(device))
-
-
-def chunk_carries(own: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """carry_n = sum_{m < n} r^(n-1-m) own_m: the trace just before chunk n, from every earlier chunk's own
-    contribution. own: (B, N, S, D) float32, r: (S,). An inclusive scan by doubling (Hillis and Steele): after
-    the step with offset k each position holds the sum over its last 2k chunks, so log2(N) elementwise steps
-    suffice, with no (N, N) matrix and nothing that depends on N but the number of steps."""
-    N = own.shape[1]
-    r = r.view(1, 1, -1, 1)
-    k = 1
-    while k < N:
-        own = own + r * F.pad(own, (0, 0, 0, 0, k, 0))[:, :N]  # position n adds r^k times position n - k
-        r, k = r * r, 2 * k
-    return F.pad(own, (0, 0, 0, 0, 1, 0))[:, :N]  # exclusive: chunk n starts from the state after chunk n-1
-
-
-class EMAScan(torch.autograd.Function):
-    """h = chunked EMA of x, forward and backward each one aligned matrix product plus a scan over chunks.
-
-    Forward, per chunk n of C positions (x_n: (C, D)):
-        own_n   = w_last x_n                    each chunk's last trace, from a zero state  (B, N, S, D)
-        carry_n = sum_{m<n} r^(n-1-m) own_m     the trace entering chunk n (chunk_carries, float32)
-        h_n     = M [x_n; carry_n; 0]           all C x S traces of the chunk, rows (i, s)   (C*S, D)
-    The traces are linear in x with constant weights, so the backward needs nothing saved but the
-    constants: it is the adjoint, the same scan run backwards in time. With g_n = dL/dh_n:
-        [dx'_n; dcarry_n; 0] = M^T g_n          one matrix product whose extra rows are the carries' gradients
-        down_n  = sum_{m>n} r^(m-1-n) dcarry_m  chunk_carries on the chunks in reverse order
-        dx_n    = dx'_n + w_last^T down_n
-    Reads and writes: x once and h once forward, dh once and dx once backward, plus the small (B, N, S, D)
-    carries and the concatenation of x with them (about 1.5x the memory floor in bytes; README "Speed")."""
-
-    @staticmethod
-    def forward(ctx, xc: torch.Tensor, M: torch.Tensor, w_last: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        B, N, C, D = xc.shape
-        S, K = len(r), M.shape[1]
-        own = torch.einsum("sj,bnjd->bnsd", w_last.to(xc.dtype), xc)  # (B, N, S, D)
-        carry = chunk_carries(own.float(), r).to(xc.dtype)  # (B, N, S, D)
-        inp = torch.cat([xc, carry, xc.new_zeros(B, N, K - C - S, D)], 2)  # (B, N, K, D)
-        ctx.save_for_backward(M, w_last, r)
-        return M.to(xc.dtype) @ inp  # (B, N, C*S, D)
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor) -> tuple:
-        M, w_last, r = ctx.saved_tensors
-        C, S = w_last.shape[1], len(r)
-        out = M.t().to(g.dtype) @ g  # (B, N, K, D)
-        down = chunk_carries(out[:, :, C:C + S].float().flip(1), r).flip(1)  # (B, N, S, D)
-        dx = out[:, :, :C] + torch.einsum("sj,bnsd->bnjd", w_last.to(g.dtype), down.to(g.dtype))
-        return dx, None, None, None
-
-
-def ema_scan(x: torch.Tensor, alphas: tuple, chunk_size: int = 64) -> torch.Tensor:
-    """The same traces as ema_scan_reference (ema_lm.py), computed chunk by chunk with matrix products (EMAScan).
-    x: (B, T, D) -> (B, T, S, D). Any T works: the tail is padded with zeros, which only positions after T
-    could see. Decay weights are float32 constants; the products run in x's dtype."""
-    B, T, D = x.shape
-    S, C = len(alphas), chunk_size
-    N = -(-T // C)  # chunks
-    if N * C != T:
-        x = F.pad(x, (0, 0, 0, N * C - T))
-    h = EMAScan.apply(x.view(B, N, C, D), *ema_chunk_matrices(tuple(alphas), C, x.device))  # (B, N, C*S, D)
-    return h.view(B, N * C, S, D)[:, :T]  # (B, T, S, D)
 
 
 def context_traces(x: torch.Tensor, lengths: torch.Tensor, cfg: Config) -> torch.Tensor:

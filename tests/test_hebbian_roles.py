@@ -1,4 +1,4 @@
-"""hebbian_roles.py: copies from ema_lm.py, the traces, role-free codes, label independence, the Hebbian rule by
+"""hebbian_roles.py: the traces, role-free codes, label independence, the Hebbian rule by
 hand, relative precision, the prior's stiffness, monotone k-sparse settling, the read-outs, the CLI errors, and a
 CPU smoke run (tiny data, seconds)."""
 import json
@@ -14,7 +14,6 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-import ema_lm as E  # noqa: E402
 import hebbian_roles as hr  # noqa: E402
 from data.roles.prepare import prepare  # noqa: E402
 
@@ -31,11 +30,6 @@ def tiny_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("roles")
     prepare(out, seed=0, n_train=600, n_dev=60, n_test=60)
     return out
-
-
-def test_chunked_scan_matches_ema_lm_reference():
-    x = torch.randn(3, 27, 5)
-    assert torch.allclose(hr.ema_scan(x, hr.ALPHAS, chunk_size=8), E.ema_scan_reference(x, hr.ALPHAS), atol=1e-5)
 
 
 def test_context_is_normalised_traces_of_other_words():
