@@ -44,19 +44,19 @@ Commands:
     python ablation_attention.py --predictors linear,attn-current --seeds 0
     python ablation_attention.py --device cuda --preset gpu --dataset fineweb      # one GPU, 262M tokens a run
     python ablation_attention.py --resume              # after an interruption: finished runs are reused
-The CPU default is sized for about 1.5 minutes a run, 18 minutes for all 12, on 2 idle cores (estimated from
-ema_lm.py's small preset: 614k tokens in about 5 minutes; 205k tokens a run here). On a CPU that other jobs
-share, set OMP_NUM_THREADS=1: two OpenMP threads on oversubscribed cores ran 20x slower than one. The GPU
-preset is untimed: short eager bf16 runs on one H200 gave 160k-460k tokens/s per row, roughly 3-4 hours
-for all 12 runs without torch.compile.
+The CPU default (205k tokens a run) took 200-280 s of training a run at one thread on a shared 2-vCPU Xeon
+(results/ablation/README.md); on a CPU that other jobs share, set OMP_NUM_THREADS=1: two OpenMP threads on
+oversubscribed cores ran 20x slower than one. The GPU preset has not been run (speeds of short eager runs: the
+same README).
 
-Measured result (default command, PTB, seeds 0-2, 2-vCPU Intel Xeon shared with other jobs, about 60 minutes;
-README "Results"): validation loss linear 5.315 +- 0.024, attn-current 5.318 +- 0.031 (+0.06%),
-attn-history 5.315 +- 0.019 (+0.01%), transformer 5.494 +- 0.032 (+3.4%). Both attention predictors match
-the linear one within seed noise, as the paper says, but at this budget the Transformer control is *worse*
-than the SPEN: there is no content gap yet to localise, so the CPU run cannot test the paper's claim on text.
-content_recall.py runs the same localisation on associative recall, where the gap exists (its rows
-trace-attn-current and trace-attn-history); the GPU preset here, the test on text, has not been run.
+Measured result (default command, PTB, seeds 0-2, torch 2.13.0, 2-vCPU Intel Xeon shared with other jobs: about 60
+minutes of training, 100 elapsed; results/ablation/README.md): validation loss linear 5.315 +- 0.024, attn-current
+5.318 +- 0.031 (+0.06%), attn-history 5.315 +- 0.019 (+0.01%), transformer 5.494 +- 0.032 (+3.4%). Both attention
+predictors match the linear one within seed noise, as the paper says, but at this budget the Transformer control is
+*worse* than the SPEN: there is no content gap yet to localise, so the CPU run cannot test the paper's claim on
+text. content_recall.py runs a related localisation on associative recall, where the gap exists (its rows
+trace-attn-current and trace-attn-history; there the query is read from u_t and the slots are h_t, a design for
+recall, not this script's); the GPU preset here, the test on text, has not been run.
 
 Glossary: B batch, T time (tokens), D model width, S traces (3), H hidden width of the feed-forward network
 (FFN), V vocabulary, L blocks, n_head attention heads. a_s = alpha (weight of the new input), h_t^s = trace s
@@ -79,9 +79,9 @@ from tqdm import tqdm
 
 from data.common import load_tokens
 from plumbing import (RunFolder, StopOnSignal, check_fits, check_ranges, check_same_settings, command_line,
-                      compile_static, cut_metrics, help_formatter, load_checkpoint, lr_at, make_optimizer, pick_device,
-                      portable, read_json, restore_training_state, run_info, save_checkpoint, training_state,
-                      write_json_atomic)
+                      compiled_or_eager, cut_metrics, help_formatter, load_checkpoint, lr_at, make_optimizer,
+                      pick_device, portable, read_json, restore_training_state, run_info, save_checkpoint,
+                      training_state, write_json_atomic)
 
 ROOT = Path(__file__).resolve().parent
 ALPHAS = (0.5, 0.1, 0.02)  # paper, Figure 1: fast, medium, slow; constants, never learned
@@ -521,7 +521,7 @@ def train_run(args, row: str, seed: int, data: dict, device: str, bar: tqdm, sto
         step, tokens_seen, seconds = ckpt["step"], ckpt["tokens_seen"], ckpt["seconds"]
         bar.update(step)
     cut_metrics(out_dir / "metrics.jsonl", step)  # the steps after the checkpoint are trained and logged again
-    train_model = compile_static(model) if compile_model else model
+    train_model = compiled_or_eager(model, args.micro_batch, device, autocast) if compile_model else model
     accum = args.batch_tokens // (args.micro_batch * cfg.block_size)
     info = dict(config=portable(vars(args)), row=row, seed=seed, model_config=asdict(cfg), params=model.num_params(),
                 **run_info(device))
@@ -590,12 +590,13 @@ def train_run(args, row: str, seed: int, data: dict, device: str, bar: tqdm, sto
 
 
 PRESETS = {
-    # 2-core CPU: 12 runs in under 30 minutes, evaluated once at the end. 200 steps of 1024 tokens (~0.2
+    # 2-core CPU, evaluated once at the end (timing: the docstring). 200 steps of 1024 tokens (~0.2
     # epoch of PTB) is far from converged; rows are compared at an equal budget, not with the paper's numbers.
     # Same model sizes and learning rate as ema_lm.py's "small" preset, a third of its training tokens.
     "cpu": dict(n_layer=4, d_model=128, n_head=4, block_size=128, max_steps=200, batch_tokens=1024,
                 micro_batch=8, lr=3e-3, warmup_steps=20, eval_tokens=32768, eval_interval=200, checkpoint_interval=50),
-    # One H100/H200: 12 blocks of width 512, context 1024, 262k tokens per step, 1000 steps = 262M tokens per run.
+    # One GPU (sized for an H200; not run): 12 blocks of width 512, context 1024, 262k tokens per step, 1000
+    # steps = 262M tokens per run.
     "gpu": dict(n_layer=12, d_model=512, n_head=8, block_size=1024, max_steps=1000, batch_tokens=262144,
                 micro_batch=16, lr=1e-3, warmup_steps=100, eval_tokens=4194304, eval_interval=250,
                 checkpoint_interval=250),
