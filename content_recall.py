@@ -29,7 +29,7 @@ time (coefficients x state; mixers.py's docstring has the whole list):
 
 An arm is a mixer, or with @gpt2 a vector state in GPT-2's block read by one linear map (so that "vector vs
 matrix" changes the state and not also the block), or with @k<N> its own short convolution.
-and the paper's predictor ablation, run where a content gap exists (the localisation rows): the SPEN block
+Beside them, the paper's predictor ablation, run where a content gap exists (the localisation rows): the SPEN block
 with its linear predictor replaced by softmax attention over EMA trace vectors, queried by the current
 input u_t (current token included, so the read can be addressed by the key being asked):
 
@@ -50,24 +50,24 @@ come soon after the pairs); every other position is a uniformly random token (--
 target at a query position is its key's value; every other target is ignored (-100), so loss and accuracy
 count only recall. Accuracy = the fraction of queries answered exactly (argmax over the whole vocabulary).
 Chance = a uniform guess among the distinct values seen before the query (chance_accuracy): 0.089 at T = 64,
-0.177 at T = 32, above 1/K's share of the values because the random filler holds values too.
+0.176 at T = 32, above 1/K's share of the values because the random filler holds values too.
 
-Protocol: fresh seeded training sequences every step (the same for every mixer and width at a given seed
-and length); equal steps, batch and schedule for every run (AdamW, warm-up 10%, cosine to 10%, clip 1); the
-learning rate is chosen per mixer from a stated grid on a fixed validation set (seed 20000) at one width and
-length and used everywhere; accuracy is reported on a fixed test set (seed 10000), mean +- sample std over
-seeds. Every run records its mixer's state size (floats per block, mixers.state_floats). Choices (none is in
-the paper; Zoology's are noted): two blocks (Zoology); pairs K = T/8 (Zoology: 4-64 for T 64-512); a dense
-FFN of 2D for every mixer, so only the context differs; a causal depthwise convolution of kernel 3 in front
-of every mixer (Zoology's current baselines give every mixer one; without it attention must first learn to
-bind each value to its key from learned absolute positions and sits at 1/K for thousands of steps, and the
-trace mixers score the same with or without it); attention heads of width 64 (one head below that) with
-learned absolute positions, as in ema_lm.py; no weight decay (pilots on the validation set: with 0.1 attention
-solved MQAR on one of two seeds, without it on both). The CPU preset shrinks Zoology's vocabulary 8192 -> 128,
-widths 64-512 -> 64-128 and lengths 64-512 -> 32-64 (pairs K = T/8) and trains 1000 steps of 1024 tokens
-(batch by length, as Zoology). There attention solves the task on every seed, while the slower learners are
-still learning (pilot: gla at D = 64, T = 64 reached 0.90 in 2500 steps, 0.05 in 1000; trace-attn-history 0.58
-in 3000), so the CPU map tells "cannot" from "not yet" only together with the longer run (README).
+Protocol: fresh seeded training sequences every step (the same for every mixer and width at a given seed and
+length); equal steps, batch and schedule for every run (AdamW, warm-up 10%, cosine to 10%, clip 1); the learning
+rate is chosen per mixer from a stated grid on a fixed validation set (seed 20000) at one width and length and used
+everywhere; accuracy is reported on a fixed test set (seed 10000), mean +- sample std over seeds. Every run records
+its mixer's state size (floats per block, mixers.state_floats). Choices (none is in the paper; Zoology's are noted):
+two blocks (Zoology); pairs K = T/8 (Zoology: 4-64 for T 64-512); a dense FFN of 2D for every mixer, so only the
+context differs; a causal depthwise convolution of kernel 3 in front of every mixer (Zoology's current baselines
+give every mixer one; without it attention must first learn to bind each value to its key from learned absolute
+positions; in pilots on the validation set, not kept, it sat near 1/K for thousands of steps and the trace mixers
+scored the same either way); attention heads of width 64 (one head below that) with learned absolute positions, as
+in ema_lm.py; no weight decay (pilots on the validation set: with 0.1 attention solved MQAR on one of two seeds,
+without it on both). The CPU preset shrinks Zoology's vocabulary 8192 -> 128, widths 64-512 -> 64-128 and lengths
+64-512 -> 32-64 (pairs K = T/8) and trains 1000 steps of 1024 tokens (batch by length, as Zoology). There attention
+solves the task on every seed, while the slower learners are still learning (gla at D = 64, T = 64: 0.434 +- 0.137
+after 1000 steps, 0.955 +- 0.014 after 4000; trace-attn-history 0.028, then 0.871), so the CPU map tells "cannot"
+from "not yet" only together with the longer run (README).
 
 Commands:
     python content_recall.py                                 # the CPU default (see Measured), 2 worker processes
@@ -333,10 +333,12 @@ PROBE_HIDDEN, PROBE_BATCH, PROBE_LR = 1024, 64, 1e-3  # two hidden layers; seque
 
 
 def probe_features(model: LanguageModel, x: torch.Tensor) -> torch.Tensor:
-    """What the frozen model holds at every position: its traces (SPEN blocks) or its final hidden state."""
-    if hasattr(model.blocks[0], "traces"):
+    """What the frozen model holds at every position: its traces (in the SPEN block or, for an @gpt2 arm, in GPT-2's)
+    or, for a model without traces, its final hidden state."""
+    traces = [m for name, m in model.named_modules() if name.endswith(".traces")]
+    if traces:
         kept = []
-        hooks = [b.traces.register_forward_hook(lambda m, i, out: kept.append(out.flatten(2))) for b in model.blocks]
+        hooks = [t.register_forward_hook(lambda m, i, out: kept.append(out.flatten(2))) for t in traces]
         model(x)
         for h in hooks:
             h.remove()

@@ -250,3 +250,15 @@ def test_factorial_preset_runs_every_arm_and_the_default_keeps_its_eight(capsys)
     assert (args.widths, args.lengths, args.kv_pairs, args.lrs) == ([64], [64], [8], [1e-3, 3e-3])
     assert R.get_args([]).mixers == list(R.FIRST_MIXERS) and R.get_args([]).probe_arms == []
     assert len(R.FACTORIAL) == 25
+
+
+def test_probe_reads_the_traces_in_either_block_and_the_hidden_state_otherwise():
+    x = torch.randint(0, 64, (2, 16))
+    for block in ("spen", "gpt2"):
+        torch.manual_seed(0)
+        model = E.LanguageModel(E.ModelConfig(n_layer=2, d_model=32, d_ffn=64, n_head=2, block_size=16, vocab_size=64,
+                                              mixer="ema", block=block))
+        assert R.probe_features(model, x).shape == (2, 16, 2 * 3 * 32)  # every block's S = 3 traces
+    model = E.LanguageModel(E.ModelConfig(n_layer=2, d_model=32, d_ffn=64, n_head=2, block_size=16, vocab_size=64,
+                                          mixer="attention"))
+    assert R.probe_features(model, x).shape == (2, 16, 32)  # the final hidden state
