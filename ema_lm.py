@@ -17,10 +17,10 @@ input, the prediction error is mixed with the traces and passed through a sparse
     c_t     = LayerNorm(W_mix [e_t; h_t^1; h_t^2; h_t^3])        context mix: (S+1)D -> D, the "bottleneck"
     x'_t    = x_t + W_down topk_6%(W_up c_t)                    sparse FFN, then the residual add
 
-Other kinds of context (`--mixer`, defined in mixers.py, one factor at a time): ema-learned (S x D learned
-constant decays) and selective (decays a function of the token) replace only the traces in the block above;
-linattn (a matrix state per head read by a query, learned constant decays) and gla (gated linear attention,
-decays a function of the token) replace softmax attention in GPT-2's block; attention is GPT-2's block.
+Other kinds of context (`--mixer`; mixers.py's docstring lists them, one factor at a time): a vector state (traces
+with other coefficients) replaces only the traces in the block above; a matrix state (linear attention, fixed,
+learned or gated decays) replaces softmax attention in GPT-2's block; attention is GPT-2's block. `--block gpt2`
+puts a vector state in GPT-2's block, so that state and block can be compared one at a time.
 
 Commands:
     python ema_lm.py                                   # small SPEN on Penn Treebank, CPU, about 11 minutes
@@ -594,11 +594,13 @@ def train_step(train_model: nn.Module, data: np.ndarray, args, gen: torch.Genera
 
 # Presets give every model field and the training budget; explicit flags override them.
 PRESETS = {
-    # CPU-sized: 300 steps of 2048 tokens (about half an epoch of PTB); ~1,800 tokens/s on 2 cores (bench.py), ~6 min.
+    # CPU-sized: 300 steps of 2048 tokens (about half an epoch of PTB); 350-460 s of training at one thread with
+    # jemalloc (results/lm), about 11 min without.
     # Most of its time is the 50k-way output layer, which no width choice below can avoid.
     "small": dict(n_layer=4, d_model=128, n_head=4, block_size=128, max_steps=300, batch_tokens=2048, micro_batch=16,
                   lr=3e-3, warmup_steps=30, eval_tokens=65536, eval_interval=100, checkpoint_interval=100),
-    # The paper's recipe: 130M SPEN, ~8B tokens (paper), 0.5M tokens per step, context 1024; a checkpoint every ~5 min.
+    # The paper's recipe: 130M SPEN, ~8B tokens (paper), 0.5M tokens per step, context 1024; a checkpoint every 250
+    # steps (about 6 min on one H200 at its measured 374k tokens/s, results/bench).
     "paper": dict(n_layer=12, d_model=768, n_head=12, block_size=1024, max_steps=16000, batch_tokens=524288,
                   micro_batch=16, lr=6e-4, warmup_steps=700, eval_tokens=4194304, eval_interval=1000,
                   checkpoint_interval=250),
@@ -737,10 +739,10 @@ def main(argv=None) -> dict:
     args = get_args(argv)
     given = vars(args).pop("given")  # not a setting of the run, so not recorded with it
     device = pick_device(args.device)
+    rank, world = init_distributed(device)  # (0, 1) unless torchrun started several processes; sets this one's GPU
     check_fits(8 * args.micro_batch * args.block_size * ModelConfig.vocab_size, device, f"--micro-batch "
                f"{args.micro_batch} x --block-size {args.block_size}: the logits and their gradient alone",
                OUT_OF_MEMORY)
-    rank, world = init_distributed(device)  # (0, 1) unless torchrun started several processes
     compile_model = args.compile if args.compile is not None else device == "cuda"
     use_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
